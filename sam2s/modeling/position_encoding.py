@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["PositionEmbeddingSine", "PositionEmbeddingRandom"]
+__all__ = ["PositionEmbeddingRandom", "PositionEmbeddingSine"]
 
 
 class PositionEmbeddingSine(nn.Module):
@@ -82,7 +82,9 @@ class PositionEmbeddingSine(nn.Module):
         codes[:, 1::2] = phases[:, 1::2].cos()
         return codes
 
-    def _grid_encoding(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    def _grid_encoding(
+        self, height: int, width: int, device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
         """Build the ``(num_pos_feats, H, W)`` encoding of an ``H x W`` grid."""
         half = self.num_pos_feats // 2
         rows = self._encode_axis(height, device).t()  # (half, H)
@@ -177,7 +179,9 @@ class PositionEmbeddingRandom(nn.Module):
             ``(B, N, 2 * num_pos_feats)`` float32 encoding.
         """
         if coords.shape[-1] != 2:
-            raise ValueError(f"coords must end with an (x, y) axis of size 2, got shape {tuple(coords.shape)}")
+            raise ValueError(
+                f"coords must end with an (x, y) axis of size 2, got shape {tuple(coords.shape)}"
+            )
         height, width = image_size
         normalised = coords / coords.new_tensor([width, height])
         return self._encode(normalised.float())
