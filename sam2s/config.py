@@ -1,0 +1,209 @@
+"""Model configurations: typed dataclasses read from the YAML files in ``sam2s/configs/``.
+
+A config names the architecture (trunk, neck, memory sizes) and the tracking behaviour. The
+SAM 2.1 options that are the same in every released size are written here as defaults, so a
+YAML file only says what differs between sizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+__all__ = [
+    "CONFIG_DIR",
+    "TrunkConfig",
+    "NeckConfig",
+    "MemoryAttentionConfig",
+    "MemoryEncoderConfig",
+    "TrackerConfig",
+    "DiveMemConfig",
+    "SemanticConfig",
+    "ModelConfig",
+    "available_configs",
+    "load_config",
+]
+
+
+@dataclass
+class TrunkConfig:
+    """Hiera trunk hyper-parameters (names as in the official configs)."""
+
+    embed_dim: int = 96
+    num_heads: int = 1
+    stages: list[int] = field(default_factory=lambda: [2, 3, 16, 3])
+    global_att_blocks: list[int] = field(default_factory=lambda: [12, 16, 20])
+    window_pos_embed_bkg_spatial_size: list[int] = field(default_factory=lambda: [14, 14])
+    window_spec: list[int] = field(default_factory=lambda: [8, 4, 14, 7])
+    drop_path_rate: float = 0.0
+
+
+@dataclass
+class NeckConfig:
+    """FPN neck: ``backbone_channel_list`` lists trunk widths from the lowest resolution up."""
+
+    d_model: int = 256
+    backbone_channel_list: list[int] = field(default_factory=lambda: [768, 384, 192, 96])
+    fpn_top_down_levels: list[int] = field(default_factory=lambda: [2, 3])
+    scalp: int = 1
+
+
+@dataclass
+class MemoryAttentionConfig:
+    num_layers: int = 4
+    dim_feedforward: int = 2048
+    feat_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    num_heads: int = 1
+    dropout: float = 0.1
+    rope_theta: float = 10000.0
+
+
+@dataclass
+class MemoryEncoderConfig:
+    out_dim: int = 64
+
+
+@dataclass
+class TrackerConfig:
+    """How frames are tracked: SAM 2.1 video-predictor settings.
+
+    Attributes:
+        num_maskmem: memories attended per frame: 1 conditioning slot + ``num_maskmem - 1`` recent frames.
+        max_obj_ptrs: object pointers taken from up to this many frames.
+        fill_hole_area: fill background holes up to this many pixels in the low-res mask (0 = off).
+        binarize_mask_from_pts_for_mem_enc: encode prompted frames' masks as hard 0/1 masks.
+        max_cond_frames_in_attn: cap on conditioning frames in attention (-1 = all).
+        memory_temporal_stride: stride between the recent frames used as memory.
+    """
+
+    num_maskmem: int = 7
+    max_obj_ptrs: int = 16
+    sigmoid_scale_for_mem_enc: float = 20.0
+    sigmoid_bias_for_mem_enc: float = -10.0
+    binarize_mask_from_pts_for_mem_enc: bool = True
+    max_cond_frames_in_attn: int = -1
+    memory_temporal_stride: int = 1
+    multimask_min_pt_num: int = 0
+    multimask_max_pt_num: int = 1
+    dynamic_multimask_via_stability: bool = True
+    dynamic_multimask_stability_delta: float = 0.05
+    dynamic_multimask_stability_thresh: float = 0.98
+    fill_hole_area: int = 8
+
+
+@dataclass
+class DiveMemConfig:
+    """DiveMem (SAM2S): diverse long-term memory. Off means SAM 2's recent-frame window."""
+
+    enabled: bool = False
+    temporal_embeddings: bool = True
+    num_long_term: int = 4
+    stable_frames: int = 5
+    iou_threshold: float = 0.95
+
+
+@dataclass
+class SemanticConfig:
+    """Temporal semantic learning (SAM2S): a class token and a text-embedding class bank."""
+
+    enabled: bool = False
+    text_dim: int = 384
+    num_heads: int = 8
+
+
+@dataclass
+class ModelConfig:
+    """A whole model: architecture, tracking behaviour and the SAM2S switches."""
+
+    name: str
+    image_size: int = 1024
+    trunk: TrunkConfig = field(default_factory=TrunkConfig)
+    neck: NeckConfig = field(default_factory=NeckConfig)
+    memory_attention: MemoryAttentionConfig = field(default_factory=MemoryAttentionConfig)
+    memory_encoder: MemoryEncoderConfig = field(default_factory=MemoryEncoderConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    divemem: DiveMemConfig = field(default_factory=DiveMemConfig)
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    arl: bool = False
+
+    @property
+    def backbone_stride(self) -> int:
+        return 16
+
+    @property
+    def is_sam2s(self) -> bool:
+        return self.divemem.enabled or self.semantic.enabled or self.arl
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return _build_dataclass(cls, data, context="model config")
+
+    def replace(self, **overrides: Any) -> ModelConfig:
+        """A copy with dotted overrides, e.g. ``replace(**{"divemem.enabled": False})``."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            target = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                if key not in target or not isinstance(target[key], dict):
+                    raise KeyError(f"unknown config section {key!r} in override {dotted!r}")
+                target = target[key]
+            if leaf not in target:
+                raise KeyError(f"unknown config option {dotted!r}")
+            target[leaf] = value
+        return ModelConfig.from_dict(data)
+
+
+def _build_dataclass(cls: type, data: dict[str, Any], context: str) -> Any:
+    if not isinstance(data, dict):
+        raise TypeError(f"{context}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"{context}: unknown option(s) {unknown}; known options are {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        field_type = known[name].type
+        nested = _NESTED.get(field_type) if isinstance(field_type, str) else None
+        kwargs[name] = _build_dataclass(nested, value, f"{context}.{name}") if nested else value
+    return cls(**kwargs)
+
+
+_NESTED: dict[str, type] = {
+    "TrunkConfig": TrunkConfig,
+    "NeckConfig": NeckConfig,
+    "MemoryAttentionConfig": MemoryAttentionConfig,
+    "MemoryEncoderConfig": MemoryEncoderConfig,
+    "TrackerConfig": TrackerConfig,
+    "DiveMemConfig": DiveMemConfig,
+    "SemanticConfig": SemanticConfig,
+}
+
+
+def available_configs() -> list[str]:
+    """Names of the shipped configs (file names without ``.yaml``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_config(name_or_path: str | Path) -> ModelConfig:
+    """Load a shipped config by name (``"sam2.1_hiera_t"``) or a YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no model config {str(name_or_path)!r}; shipped configs are {available_configs()}, "
+            "or pass the path of a .yaml file"
+        )
+    with open(path) as handle:
+        data = yaml.safe_load(handle)
+    return ModelConfig.from_dict(data)

@@ -1,0 +1,20 @@
+"""Memory-bank policies: which remembered frames memory attention sees."""
+
+from sam2s.config import ModelConfig
+from sam2s.memory.base import FrameMemory, MemoryPolicy, ObjectMemory, RecentFrameCache, TrackedFrames
+from sam2s.memory.sam2_window import SAM2WindowPolicy
+
+__all__ = [
+    "FrameMemory",
+    "MemoryPolicy",
+    "ObjectMemory",
+    "RecentFrameCache",
+    "TrackedFrames",
+    "SAM2WindowPolicy",
+    "build_memory_policy",
+]
+
+
+def build_memory_policy(config: ModelConfig) -> MemoryPolicy:
+    """The memory policy a model config asks for (SAM 2's window unless DiveMem is enabled)."""
+    return SAM2WindowPolicy(config.tracker)

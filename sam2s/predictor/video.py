@@ -1,0 +1,477 @@
+"""Interactive video / volume segmentation that streams frames and keeps memory bounded.
+
+``VideoPredictor(model).start(source)`` opens a :class:`Session`. Prompts (clicks, boxes, masks)
+go to any object on any frame at any time; :meth:`Session.propagate` is a generator that tracks
+every object frame by frame and yields a :class:`~sam2s.predictor.results.FrameResult` per frame,
+so a progress bar or a cancel button is a plain ``for`` loop.
+
+Frames are decoded on demand from the :class:`~sam2s.data.sources.FrameSource`; image features
+are kept only for the frame in hand; per-object memories live in bounded stores chosen by the
+model's memory policy (SAM 2's window or DiveMem). Memory use therefore does not grow with the
+video length.
+
+Tracking follows SAM 2.1's video predictor, object by object, and gives the same numbers on
+the same frames, with these documented rules:
+
+* Corrections. A prompt on a frame that was already tracked becomes a conditioning frame (SAM 2's
+  ``add_all_frames_to_correct_as_cond=True``) and is conditioned on the memories that frame was
+  tracked with. Those come from the bounded cache of recent memories (``cache_frames`` per object):
+  while the cache still holds them (any clip shorter than the cache) the result equals SAM 2's;
+  beyond it the correction is conditioned on the conditioning frames (and DiveMem's long-term
+  bank) plus whatever recent memories remain. ``propagate()`` re-runs from the earliest prompted
+  frame, like SAM 2; on a long video pass ``start_frame=<corrected frame>`` to restart from the
+  correction instead.
+* Object-pointer time. SAM 2 divides pointer distances by ``min(num_frames, 16) - 1``: a video of
+  known length uses exactly that; a live stream (unknown length) uses 15, SAM 2's value for any
+  video of 16 frames or more.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sam2s.memory import build_memory_policy
+from sam2s.memory.base import FrameMemory, MemoryPolicy, ObjectMemory, RecentFrameCache
+from sam2s.modeling.sam2 import NO_OBJECT_LOGIT, FrameFeatures, PointPrompt, SAM2Model
+from sam2s.predictor.results import FrameResult
+from sam2s.transforms.model_input import ToModelInput
+
+__all__ = ["VideoPredictor", "Session", "PromptError"]
+
+logger = logging.getLogger(__name__)
+
+DIRECTIONS = ("forward", "backward", "both")
+
+
+class PromptError(ValueError):
+    """A prompt that cannot be applied (outside the frame, unknown object, empty...)."""
+
+
+@dataclass
+class ObjectPrompts:
+    """The prompts of one object: model-space clicks per frame, or a mask per frame."""
+
+    points: dict[int, PointPrompt] = field(default_factory=dict)
+    masks: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def frames(self) -> set[int]:
+        return set(self.points) | set(self.masks)
+
+
+@dataclass
+class TrackedObject:
+    """One object of a session: its id, prompts, memories and memory policy."""
+
+    obj_id: int
+    prompts: ObjectPrompts
+    memory: ObjectMemory
+    policy: MemoryPolicy
+
+
+class VideoPredictor:
+    """Creates streaming interactive sessions for a model.
+
+    Args:
+        model: a :class:`~sam2s.modeling.sam2.SAM2Model` (or SAM2S model).
+        cache_frames: recent-frame memories kept per object (>= 16 reproduces SAM 2 while tracking).
+        autocast: run in bfloat16 autocast on CUDA (ignored elsewhere).
+        policy_factory: builds one memory policy per object; defaults to the model's own
+            (:func:`~sam2s.memory.build_memory_policy`).
+    """
+
+    def __init__(
+        self,
+        model: SAM2Model,
+        cache_frames: int = 64,
+        autocast: bool = True,
+        policy_factory=None,
+    ) -> None:
+        self.model = model.eval()
+        self.cache_frames = cache_frames
+        self.autocast = autocast
+        self.policy_factory = policy_factory or (lambda: build_memory_policy(model.config))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def start(self, source, **source_options) -> Session:
+        """Open a session on a video file, frame folder, volume, array or :class:`FrameSource`."""
+        from sam2s.data.sources import open_source
+
+        return Session(self, open_source(source, **source_options))
+
+
+class Session:
+    """One interactive segmentation of one source (see the module docstring)."""
+
+    def __init__(self, predictor: VideoPredictor, source) -> None:
+        self.predictor = predictor
+        self.model = predictor.model
+        self.source = source
+        self.num_frames: int | None = source.num_frames
+        if self.num_frames is not None and self.num_frames <= 0:
+            raise ValueError(f"{source!r} has no frames")
+        self.height, self.width = int(source.height), int(source.width)
+        self.to_model_input = ToModelInput(self.model.image_size, resample="bicubic_pil")
+        self.objects: dict[int, TrackedObject] = {}
+        self._features: tuple[int, FrameFeatures] | None = None
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def obj_ids(self) -> list[int]:
+        return list(self.objects)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def close(self) -> None:
+        self._features = None
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @torch.inference_mode()
+    def add_prompt(
+        self,
+        frame_index: int,
+        obj_id: int,
+        points: Sequence[Sequence[float]] | np.ndarray | None = None,
+        labels: Sequence[int] | np.ndarray | None = None,
+        box: Sequence[float] | np.ndarray | None = None,
+        mask: np.ndarray | torch.Tensor | None = None,
+        clear_old_points: bool = True,
+    ) -> FrameResult:
+        """Add clicks, a box and/or a mask for one object on one frame.
+
+        Args:
+            frame_index: the frame (slice) to prompt.
+            obj_id: any integer naming the object; new ids create objects.
+            points: ``(N, 2)`` (x, y) in source-frame pixels.
+            labels: ``(N,)`` 1 = positive, 0 = negative.
+            box: ``(x0, y0, x1, y1)`` in source-frame pixels.
+            mask: ``(H, W)`` bool mask at source resolution (replaces clicks on this frame).
+            clear_old_points: replace this frame's earlier clicks (else append to them).
+
+        Returns:
+            Every object's result on this frame.
+        """
+        self._check_frame_index(frame_index)
+        if not isinstance(obj_id, (int, np.integer)) or isinstance(obj_id, bool):
+            raise PromptError(f"obj_id must be an integer, got {obj_id!r}")
+        obj_id = int(obj_id)
+        has_points = points is not None or labels is not None
+        if mask is not None and (has_points or box is not None):
+            raise PromptError("give either a mask or clicks/box for one frame, not both")
+        if mask is None and not has_points and box is None:
+            raise PromptError("empty prompt: give points with labels, a box, or a mask")
+
+        obj = self._object(obj_id, create=True)
+        if mask is not None:
+            model_mask = self._mask_to_model(mask)
+            obj.prompts.masks[frame_index] = model_mask
+            obj.prompts.points.pop(frame_index, None)
+            prompt_points = None
+        else:
+            new_points = self._points_to_model(points, labels, box)
+            old = None if clear_old_points else obj.prompts.points.get(frame_index)
+            if box is not None and old is not None:
+                raise PromptError("a box must come before clicks on a frame; use clear_old_points=True")
+            prompt_points = new_points if old is None else old.concat(new_points)
+            obj.prompts.points[frame_index] = prompt_points
+            obj.prompts.masks.pop(frame_index, None)
+            model_mask = None
+
+        with self._autocast():
+            self._run_prompt(obj, frame_index, prompt_points, model_mask)
+        return self._frame_result(frame_index)
+
+    def remove_object(self, obj_id: int) -> None:
+        """Forget an object and all its prompts and memories."""
+        self._object(obj_id)
+        del self.objects[obj_id]
+
+    def clear_prompts(self, frame_index: int, obj_id: int) -> None:
+        """Remove an object's prompts on one frame; its result there becomes a tracked one."""
+        obj = self._object(obj_id)
+        obj.prompts.points.pop(frame_index, None)
+        obj.prompts.masks.pop(frame_index, None)
+        obj.memory.pending.pop(frame_index, None)
+        demoted = obj.memory.conditioning.pop(frame_index, None)
+        if demoted is not None:
+            obj.memory.recent.put(demoted)
+            obj.memory.tracked.forget(frame_index)
+
+    def reset(self) -> None:
+        """Remove every object, prompt and memory."""
+        self.objects.clear()
+        self._features = None
+
+    @torch.inference_mode()
+    def propagate(
+        self, direction: str = "both", start_frame: int | None = None, max_frames: int | None = None
+    ) -> Iterator[FrameResult]:
+        """Track every object and yield one result per frame.
+
+        Args:
+            direction: ``"forward"`` (from the earliest prompted frame to the end), ``"backward"``
+                (from the latest prompted frame down to 0) or ``"both"`` (every frame once:
+                forward from the earliest prompted frame, then backward from it).
+            start_frame: first frame of each pass instead of the prompted one.
+            max_frames: at most this many frames per pass.
+        """
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+        if start_frame is not None:
+            self._check_frame_index(start_frame)
+        with self._autocast():
+            self._consolidate_prompts()
+        prompted = sorted({t for obj in self.objects.values() for t in obj.memory.conditioning})
+        if direction in ("forward", "both"):
+            first = prompted[0] if start_frame is None else start_frame
+            yield from self._run_pass(first, reverse=False, max_frames=max_frames, skip_first=False)
+        if direction == "backward":
+            first = prompted[-1] if start_frame is None else start_frame
+            yield from self._run_pass(first, reverse=True, max_frames=max_frames, skip_first=False)
+        if direction == "both":
+            first = prompted[0] if start_frame is None else start_frame
+            yield from self._run_pass(first, reverse=True, max_frames=max_frames, skip_first=True)
+
+    # ------------------------------------------------------------------ tracking
+    def _run_pass(self, first: int, reverse: bool, max_frames: int | None, skip_first: bool) -> Iterator[FrameResult]:
+        step = -1 if reverse else 1
+        frame_index, done = first, 0
+        if skip_first:
+            frame_index += step
+        while frame_index >= 0 and (self.num_frames is None or frame_index < self.num_frames):
+            if max_frames is not None and done >= max_frames:
+                return
+            try:
+                with self._autocast():
+                    self._track_frame(frame_index, reverse)
+            except IndexError:
+                if self.num_frames is None:  # a live stream has ended
+                    return
+                raise
+            yield self._frame_result(frame_index)
+            frame_index += step
+            done += 1
+
+    def _track_frame(self, frame_index: int, reverse: bool) -> None:
+        features = None
+        for obj in self.objects.values():
+            memory = obj.memory
+            if frame_index not in memory.conditioning:
+                features = features or self._frame_features(frame_index)
+                tracked = self._track_object(obj, frame_index, features, reverse, None, None,
+                                             is_initial=False, encode_memory=True)
+                memory.recent.put(tracked)
+                obj.policy.observe(memory, tracked, reverse)
+            memory.tracked.mark(frame_index, reverse)
+
+    def _run_prompt(self, obj: TrackedObject, frame_index: int, points: PointPrompt | None,
+                    mask: torch.Tensor | None) -> None:
+        memory = obj.memory
+        tracked_direction = memory.tracked.direction(frame_index)
+        is_initial = tracked_direction is None
+        reverse = bool(tracked_direction)
+        previous_logits = None
+        if points is not None:
+            previous = memory.latest(frame_index)
+            if previous is not None:
+                previous_logits = previous.low_res_logits.clamp(-32.0, 32.0)
+        features = self._frame_features(frame_index)
+        result = self._track_object(obj, frame_index, features, reverse, points, mask,
+                                    is_initial=is_initial, encode_memory=False,
+                                    previous_logits=previous_logits)
+        memory.pending[frame_index] = result
+
+    def _track_object(
+        self,
+        obj: TrackedObject,
+        frame_index: int,
+        features: FrameFeatures,
+        reverse: bool,
+        points: PointPrompt | None,
+        mask: torch.Tensor | None,
+        is_initial: bool,
+        encode_memory: bool,
+        previous_logits: torch.Tensor | None = None,
+    ) -> FrameMemory:
+        model = self.model
+        if mask is not None:
+            decoded = model.mask_as_output(features, mask)
+        else:
+            selection = None if is_initial else obj.policy.select(obj.memory, frame_index, reverse, self.num_frames)
+            conditioned = model.condition_on_memory(features, selection)
+            num_points = 0 if points is None else points.num_points
+            tracker = model.config.tracker
+            multimask = tracker.multimask_min_pt_num <= num_points <= tracker.multimask_max_pt_num
+            decoded = model.decode(conditioned, features, points, previous_logits, multimask)
+        memory_features = None
+        if encode_memory:
+            memory_features = model.encode_memory(
+                features, decoded.high_res_logits, decoded.object_score_logits, from_prompt=points is not None
+            ).to(torch.bfloat16)
+        return FrameMemory(
+            frame_index=frame_index,
+            features=memory_features,
+            obj_ptr=decoded.obj_ptr.float(),
+            object_score=decoded.object_score_logits.float(),
+            iou_score=decoded.iou_scores.float(),
+            low_res_logits=model.postprocess_low_res(decoded.low_res_logits.float()),
+            image_embedding=features.pooled() if obj.policy.needs_image_embedding else None,
+        )
+
+    def _consolidate_prompts(self) -> None:
+        """Encode the memories of newly prompted frames (after the user finished clicking)."""
+        if not self.objects:
+            raise PromptError("no prompts yet: add points, a box or a mask for an object first")
+        for obj in self.objects.values():
+            memory = obj.memory
+            for frame_index, pending in sorted(memory.pending.items()):
+                features = self._frame_features(frame_index)
+                high_res = self.model.upscale_to_input(pending.low_res_logits)
+                pending.features = self.model.encode_memory(
+                    features, high_res, pending.object_score, from_prompt=True
+                ).to(torch.bfloat16)
+                memory.conditioning[frame_index] = pending
+                memory.recent.pop(frame_index)
+            memory.pending.clear()
+            if not memory.conditioning:
+                raise PromptError(f"object {obj.obj_id} has no prompts; add one or remove the object")
+
+    # ------------------------------------------------------------------ helpers
+    def _object(self, obj_id: int, create: bool = False) -> TrackedObject:
+        obj = self.objects.get(obj_id)
+        if obj is None:
+            if not create:
+                raise KeyError(f"unknown object id {obj_id}; this session's objects are {self.obj_ids}")
+            obj = TrackedObject(
+                obj_id=obj_id,
+                prompts=ObjectPrompts(),
+                memory=ObjectMemory(recent=RecentFrameCache(self.predictor.cache_frames)),
+                policy=self.predictor.policy_factory(),
+            )
+            self.objects[obj_id] = obj
+        return obj
+
+    def _check_frame_index(self, frame_index: int) -> None:
+        if not isinstance(frame_index, (int, np.integer)) or isinstance(frame_index, bool):
+            raise IndexError(f"frame index must be an integer, got {frame_index!r}")
+        if frame_index < 0 or (self.num_frames is not None and frame_index >= self.num_frames):
+            limit = "an unknown number of" if self.num_frames is None else f"{self.num_frames}"
+            raise IndexError(f"frame index {frame_index} is out of range: the source has {limit} frames "
+                             f"(valid: 0..{'' if self.num_frames is None else self.num_frames - 1})")
+
+    def _frame_features(self, frame_index: int) -> FrameFeatures:
+        if self._features is not None and self._features[0] == frame_index:
+            return self._features[1]
+        frame = self.source.read(frame_index)
+        image = self.to_model_input(frame).to(self.device, non_blocking=True)
+        features = self.model.encode_image(image[None])
+        self._features = (frame_index, features)
+        return features
+
+    def _points_to_model(self, points, labels, box) -> PointPrompt:
+        coords = np.zeros((0, 2), dtype=np.float32)
+        point_labels = np.zeros((0,), dtype=np.int32)
+        if (points is None) != (labels is None):
+            raise PromptError("points and labels must be given together")
+        if points is not None:
+            coords = np.asarray(points, dtype=np.float32).reshape(-1, 2) if len(points) else coords
+            point_labels = np.asarray(labels, dtype=np.int32).reshape(-1)
+            if len(coords) != len(point_labels):
+                raise PromptError(f"{len(coords)} points but {len(point_labels)} labels")
+            if len(coords) == 0 and box is None:
+                raise PromptError("empty prompt: points is empty and no box was given")
+            bad = set(np.unique(point_labels).tolist()) - {0, 1}
+            if bad:
+                raise PromptError(f"point labels must be 1 (positive) or 0 (negative), got {sorted(bad)}")
+        if box is not None:
+            box_arr = np.asarray(box, dtype=np.float32).reshape(-1)
+            if box_arr.shape != (4,):
+                raise PromptError(f"box must be (x0, y0, x1, y1), got {box!r}")
+            if box_arr[2] < box_arr[0] or box_arr[3] < box_arr[1]:
+                raise PromptError(f"box {box_arr.tolist()} has x1 < x0 or y1 < y0")
+            coords = np.concatenate([box_arr.reshape(2, 2), coords])
+            point_labels = np.concatenate([np.array([2, 3], dtype=np.int32), point_labels])
+        self._check_inside(coords)
+        coords_t = torch.from_numpy(coords) / torch.tensor([self.width, self.height], dtype=torch.float32)
+        coords_t = coords_t * self.model.image_size
+        return PointPrompt(coords_t[None].to(self.device), torch.from_numpy(point_labels)[None].to(self.device))
+
+    def _check_inside(self, coords: np.ndarray) -> None:
+        if not np.all(np.isfinite(coords)):
+            raise PromptError("prompt coordinates must be finite numbers")
+        outside = (coords[:, 0] < 0) | (coords[:, 0] > self.width) | (coords[:, 1] < 0) | (coords[:, 1] > self.height)
+        if outside.any():
+            x, y = coords[np.argmax(outside)].tolist()
+            raise PromptError(
+                f"prompt point ({x:g}, {y:g}) is outside the {self.width}x{self.height} frame; "
+                "points are (x, y) in source-frame pixels"
+            )
+
+    def _mask_to_model(self, mask) -> torch.Tensor:
+        mask_t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+        if mask_t.ndim != 2:
+            raise PromptError(f"mask must be (H, W), got shape {tuple(mask_t.shape)}")
+        if tuple(mask_t.shape) != (self.height, self.width):
+            raise PromptError(f"mask shape {tuple(mask_t.shape)} does not match the frame size "
+                              f"({self.height}, {self.width})")
+        mask_t = mask_t.bool().float()[None, None].to(self.device)
+        size = self.model.image_size
+        if mask_t.shape[-2:] != (size, size):
+            mask_t = F.interpolate(mask_t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            mask_t = (mask_t >= 0.5).float()
+        return mask_t
+
+    def _frame_result(self, frame_index: int) -> FrameResult:
+        """Every object's latest output on a frame, resized to the source resolution."""
+        low = self.model.low_res_size
+        logits, scores, ious = [], [], []
+        for obj in self.objects.values():
+            found = obj.memory.latest(frame_index)
+            if found is None:
+                logits.append(torch.full((1, 1, low, low), NO_OBJECT_LOGIT, device=self.device))
+                scores.append(torch.full((1, 1), NO_OBJECT_LOGIT, device=self.device))
+                ious.append(torch.zeros((1, 1), device=self.device))
+            else:
+                logits.append(found.low_res_logits)
+                scores.append(found.object_score)
+                ious.append(found.iou_score)
+        if not logits:
+            empty = torch.zeros((0, self.height, self.width), device=self.device)
+            return FrameResult(frame_index, [], empty, empty[:, 0, 0], empty[:, 0, 0])
+        stacked = torch.cat(logits, 0)
+        if stacked.shape[-2:] != (self.height, self.width):
+            stacked = F.interpolate(stacked, size=(self.height, self.width), mode="bilinear", align_corners=False)
+        return FrameResult(
+            frame_index=frame_index,
+            obj_ids=self.obj_ids,
+            logits=stacked[:, 0],
+            object_scores=torch.cat(scores, 0)[:, 0],
+            iou_scores=torch.cat(ious, 0)[:, 0],
+            class_scores=None,
+        )
+
+    def _autocast(self):
+        if self.predictor.autocast and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
