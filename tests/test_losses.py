@@ -60,7 +60,7 @@ def test_soft_labels_of_a_one_pixel_line_keep_its_mass():
     # Replicate padding: the line cut by the frame edges still sums to its 32 pixels.
     assert soft[1].sum().item() == pytest.approx(32.0, abs=1e-4)
     # Across the line the profile is the 1D Gaussian: exp(-d^2/2) normalised over d = -2..2.
-    weights = torch.exp(-torch.arange(-2.0, 3.0) ** 2 / 2)
+    weights = torch.exp(-(torch.arange(-2.0, 3.0) ** 2) / 2)
     weights = weights / weights.sum()
     assert torch.allclose(soft[1, 0, 8:13, 5], weights, atol=1e-6)
     assert torch.allclose(soft[1, 0, 8:13, 0], weights, atol=1e-6)
@@ -109,7 +109,11 @@ def test_arl_with_vanishing_sigma_equals_hard_focal_loss():
     targets = torch.zeros(2, 16, 16)
     targets[0, 4:10, 3:12] = 1
     targets[1, 7:9, 1:15] = 1
-    common = dict(mask_logits=logits, iou_predictions=torch.rand(2, 3), object_score_logits=torch.randn(2, 1))
+    common = {
+        "mask_logits": logits,
+        "iou_predictions": torch.rand(2, 3),
+        "object_score_logits": torch.randn(2, 1),
+    }
     arl = SAM2SLoss(SAM2SLossConfig(use_tsl=False, arl_sigma=1e-3))(target_masks=targets, **common)
     hard = SAM2SLoss(SAM2SLossConfig(use_tsl=False, use_arl=False))(target_masks=targets, **common)
     blurred = SAM2SLoss(SAM2SLossConfig(use_tsl=False))(target_masks=targets, **common)
@@ -126,7 +130,9 @@ def test_dice_loss_values():
     target[..., :2, :] = 1
     perfect = torch.where(target > 0, 50.0, -50.0)
     assert dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
-    assert dice_loss(torch.full((1, 1, 4, 4), -50.0), torch.zeros(1, 1, 4, 4)).item() == pytest.approx(0.0, abs=1e-6)
+    assert dice_loss(torch.full((1, 1, 4, 4), -50.0), torch.zeros(1, 1, 4, 4)).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
     # All-background prediction of an 8-pixel object: 1 - 1/(8 + 1).
     assert dice_loss(torch.full((1, 1, 4, 4), -50.0), target).item() == pytest.approx(8 / 9, abs=1e-6)
 
@@ -229,7 +235,9 @@ def test_tsl_loss_without_any_category_is_zero_with_a_graph():
     assert torch.equal(embeddings.grad, torch.zeros(2, 4))
 
 
-@pytest.mark.parametrize("targets", [torch.tensor([0, 3]), torch.tensor([0, -2]), torch.tensor([0.0, 1.0]), torch.tensor([0])])
+@pytest.mark.parametrize(
+    "targets", [torch.tensor([0, 3]), torch.tensor([0, -2]), torch.tensor([0.0, 1.0]), torch.tensor([0])]
+)
 def test_tsl_loss_rejects_bad_targets(targets):
     with pytest.raises(ValueError):
         tsl_loss(torch.randn(2, 4), torch.randn(3, 4), targets)
@@ -244,20 +252,26 @@ def _toy_inputs(seed: int = 4):
     targets = torch.zeros(3, 12, 12)
     targets[0, 2:8, 3:9] = 1
     targets[1, 5:11, 0:4] = 1
-    return dict(
-        mask_logits=logits,
-        iou_predictions=torch.rand(3, 3, generator=generator),
-        object_score_logits=torch.randn(3, 1, generator=generator),
-        target_masks=targets,
-        class_embeddings=torch.randn(3, 8, generator=generator),
-        class_targets=torch.tensor([1, -1, 0]),
-        text_bank=torch.randn(4, 8, generator=generator),
-    )
+    return {
+        "mask_logits": logits,
+        "iou_predictions": torch.rand(3, 3, generator=generator),
+        "object_score_logits": torch.randn(3, 1, generator=generator),
+        "target_masks": targets,
+        "class_embeddings": torch.randn(3, 8, generator=generator),
+        "class_targets": torch.tensor([1, -1, 0]),
+        "text_bank": torch.randn(4, 8, generator=generator),
+    }
 
 
 def test_total_loss_uses_the_paper_weights():
     config = SAM2SLossConfig()
-    assert (config.mask_weight, config.dice_weight, config.iou_weight, config.occlusion_weight, config.tsl_weight) == (
+    assert (
+        config.mask_weight,
+        config.dice_weight,
+        config.iou_weight,
+        config.occlusion_weight,
+        config.tsl_weight,
+    ) == (
         20.0,
         1.0,
         1.0,
@@ -278,7 +292,9 @@ def test_total_loss_uses_the_paper_weights():
 def test_total_loss_weights_are_configurable():
     inputs = _toy_inputs()
     base = SAM2SLoss()(**inputs)
-    config = SAM2SLossConfig(mask_weight=3.0, dice_weight=0.5, iou_weight=2.0, occlusion_weight=4.0, tsl_weight=1.5)
+    config = SAM2SLossConfig(
+        mask_weight=3.0, dice_weight=0.5, iou_weight=2.0, occlusion_weight=4.0, tsl_weight=1.5
+    )
     result = SAM2SLoss(config)(**inputs)
     expected = 3 * result.mask + 0.5 * result.dice + 2 * result.iou + 4 * result.occlusion + 1.5 * result.tsl
     assert result.total.item() == pytest.approx(expected.item(), rel=1e-6)

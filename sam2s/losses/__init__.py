@@ -14,19 +14,19 @@ from sam2s.losses.total import LossBreakdown, SAM2SLoss, SAM2SLossConfig
 from sam2s.losses.tsl import NO_CATEGORY, tsl_loss
 
 __all__ = [
+    "NO_CATEGORY",
+    "LossBreakdown",
+    "SAM2SLoss",
+    "SAM2SLossConfig",
+    "SelectedMaskLosses",
+    "dice_loss",
     "gaussian_kernel2d",
     "gaussian_soften",
-    "soft_sigmoid_focal_loss",
-    "sigmoid_focal_loss",
-    "dice_loss",
     "iou_prediction_loss",
     "object_presence",
     "object_score_loss",
-    "SelectedMaskLosses",
     "select_lowest_loss_mask",
+    "sigmoid_focal_loss",
+    "soft_sigmoid_focal_loss",
     "tsl_loss",
-    "NO_CATEGORY",
-    "SAM2SLoss",
-    "SAM2SLossConfig",
-    "LossBreakdown",
 ]

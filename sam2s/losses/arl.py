@@ -25,7 +25,9 @@ import torch.nn.functional as F
 __all__ = ["gaussian_kernel2d", "gaussian_soften", "soft_sigmoid_focal_loss"]
 
 
-def gaussian_kernel2d(kernel_size: int = 5, sigma: float = 1.0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def gaussian_kernel2d(
+    kernel_size: int = 5, sigma: float = 1.0, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """A normalised 2D Gaussian kernel.
 
     Args:

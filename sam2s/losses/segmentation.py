@@ -22,13 +22,13 @@ import torch.nn.functional as F
 from sam2s.losses.arl import _normaliser, soft_sigmoid_focal_loss
 
 __all__ = [
-    "sigmoid_focal_loss",
+    "SelectedMaskLosses",
     "dice_loss",
     "iou_prediction_loss",
     "object_presence",
     "object_score_loss",
-    "SelectedMaskLosses",
     "select_lowest_loss_mask",
+    "sigmoid_focal_loss",
 ]
 
 
@@ -146,7 +146,9 @@ def object_score_loss(
             f"object_score_logits {tuple(object_score_logits.shape)} and present {tuple(present.shape)} "
             "must have the same (N, 1) shape"
         )
-    loss = F.binary_cross_entropy_with_logits(object_score_logits, present.to(object_score_logits.dtype), reduction="none")
+    loss = F.binary_cross_entropy_with_logits(
+        object_score_logits, present.to(object_score_logits.dtype), reduction="none"
+    )
     return loss.sum() / _normaliser(num_objects, object_score_logits.shape[0])
 
 
@@ -192,7 +194,9 @@ def select_lowest_loss_mask(
     best = combined.detach().argmin(dim=-1)
     rows = torch.arange(mask_loss.shape[0], device=mask_loss.device)
     iou_term = iou.mean(dim=-1) if supervise_all_iou else iou[rows, best]
-    return SelectedMaskLosses(mask=mask_loss[rows, best], dice=dice[rows, best], iou=iou_term, best_index=best)
+    return SelectedMaskLosses(
+        mask=mask_loss[rows, best], dice=dice[rows, best], iou=iou_term, best_index=best
+    )
 
 
 def _check_masks(logits: torch.Tensor) -> None:

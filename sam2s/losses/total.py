@@ -23,7 +23,7 @@ from sam2s.losses.segmentation import (
 )
 from sam2s.losses.tsl import tsl_loss
 
-__all__ = ["SAM2SLossConfig", "LossBreakdown", "SAM2SLoss"]
+__all__ = ["LossBreakdown", "SAM2SLoss", "SAM2SLossConfig"]
 
 
 @dataclass
@@ -135,9 +135,16 @@ class SAM2SLoss(nn.Module):
             mask_logits, focal_targets, cfg.focal_alpha, cfg.focal_gamma, num_objects
         )
         per_mask_dice = dice_loss(mask_logits, targets, num_objects)
-        per_mask_iou = iou_prediction_loss(mask_logits, targets, iou_predictions, num_objects, cfg.iou_loss_kind)
+        per_mask_iou = iou_prediction_loss(
+            mask_logits, targets, iou_predictions, num_objects, cfg.iou_loss_kind
+        )
         selected = select_lowest_loss_mask(
-            per_mask_focal, per_mask_dice, per_mask_iou, cfg.mask_weight, cfg.dice_weight, cfg.supervise_all_iou
+            per_mask_focal,
+            per_mask_dice,
+            per_mask_iou,
+            cfg.mask_weight,
+            cfg.dice_weight,
+            cfg.supervise_all_iou,
         )
 
         # As in SAM 2, masks of absent objects teach nothing: only the object score does.
@@ -175,7 +182,9 @@ class SAM2SLoss(nn.Module):
             raise ValueError(f"mask_logits must have shape (N, M, H, W), got {tuple(mask_logits.shape)}")
         targets = target_masks[:, None] if target_masks.ndim == 3 else target_masks
         if targets.ndim != 4 or targets.shape[1] != 1:
-            raise ValueError(f"target_masks must have shape (N, H, W) or (N, 1, H, W), got {tuple(target_masks.shape)}")
+            raise ValueError(
+                f"target_masks must have shape (N, H, W) or (N, 1, H, W), got {tuple(target_masks.shape)}"
+            )
         if targets.shape[0] != mask_logits.shape[0] or targets.shape[-2:] != mask_logits.shape[-2:]:
             raise ValueError(
                 f"target_masks {tuple(target_masks.shape)} do not match mask_logits {tuple(mask_logits.shape)}: "

@@ -40,7 +40,9 @@ def tsl_loss(
         raise ValueError("targets must be integer category indices (use -1 for no category)")
     num_classes = text_bank.shape[0]
     if bool(((targets < NO_CATEGORY) | (targets >= num_classes)).any()):
-        raise ValueError(f"targets must lie in [-1, {num_classes - 1}] for a bank of {num_classes} names, got {targets.tolist()}")
+        raise ValueError(
+            f"targets must lie in [-1, {num_classes - 1}] for a bank of {num_classes} names, got {targets.tolist()}"
+        )
     logits = class_logits(class_embeddings, text_bank, logit_scale)
     has_category = targets != NO_CATEGORY
     if not bool(has_category.any()):

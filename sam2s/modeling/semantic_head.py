@@ -94,7 +94,9 @@ class TemporalSemanticHead(nn.Module):
         if current.ndim != 3 or current.shape[-1] != self.d_model:
             raise ValueError(f"current must have shape (B, HW, {self.d_model}), got {tuple(current.shape)}")
         if current_pos.shape != current.shape:
-            raise ValueError(f"current_pos {tuple(current_pos.shape)} must match current {tuple(current.shape)}")
+            raise ValueError(
+                f"current_pos {tuple(current_pos.shape)} must match current {tuple(current.shape)}"
+            )
         batch = current.shape[0]
         token = self.class_token.to(current.dtype).expand(batch, 1, self.d_model)
 
@@ -115,7 +117,9 @@ class TemporalSemanticHead(nn.Module):
         return self.text_projection(token[:, 0])
 
 
-def class_logits(class_embeddings: torch.Tensor, text_bank: torch.Tensor, logit_scale: float = 100.0) -> torch.Tensor:
+def class_logits(
+    class_embeddings: torch.Tensor, text_bank: torch.Tensor, logit_scale: float = 100.0
+) -> torch.Tensor:
     """Scaled cosine similarity between class embeddings and category text embeddings.
 
     Args:
