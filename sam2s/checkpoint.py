@@ -101,7 +101,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
                 "torch.save({'model': model.state_dict()}, path) from a trusted source"
             ) from None
         raise CheckpointError(f"{str(path)!r} is not a PyTorch checkpoint ({text.splitlines()[0]})") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError, IndexError, KeyError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         if zipfile.is_zipfile(path) or "zip" in first.lower() or "central directory" in first.lower():
             raise CheckpointError(
