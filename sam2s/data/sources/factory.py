@@ -63,6 +63,8 @@ def open_source(
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
     if path.is_dir():
+        if not any(entry.is_file() and not entry.name.startswith(".") for entry in path.iterdir()):
+            raise SourceError(f"folder {path} is empty; expected .jpg/.png frames or a DICOM series")
         if list_frame_files(path):
             _reject({**volume_options, "window": window}, f"the frame folder {path}")
             return FrameFolderSource(path)

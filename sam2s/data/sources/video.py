@@ -32,9 +32,11 @@ __all__ = ["VIDEO_SUFFIXES", "VideoFileSource"]
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".ts", ".wmv")
 
-# A file whose indexed frames end this much before the header's stated duration is truncated.
-# The slack covers containers that round their duration or pad it by a frame or two.
-_TRUNCATION_SLACK_S = 0.5
+# A file whose indexed frames end before the header's stated duration, by more than two frames
+# plus this share of the duration (at most _TRUNCATION_SLACK_MAX_S), is truncated. The slack
+# covers containers that round their duration or pad it a little.
+_TRUNCATION_SLACK_FRACTION = 0.01
+_TRUNCATION_SLACK_MAX_S = 1.0
 
 
 def _import_av():
@@ -88,7 +90,12 @@ class VideoFileSource(FrameSource):
         self._lock = threading.Lock()
         try:
             if not self._container.streams.video:
-                raise SourceError(f"cannot read video {self.path}: it contains no video stream")
+                kinds = sorted({stream.type for stream in self._container.streams})
+                hint = "" if "audio" in kinds or "subtitle" in kinds else "; the file is truncated or damaged"
+                raise SourceError(
+                    f"cannot read video {self.path}: it contains no video stream "
+                    f"(streams found: {', '.join(kinds) or 'none'}){hint}"
+                )
             self._stream = self._container.streams.video[0]
             index = self._index_packets(show_progress)
             self._check_complete(index)
@@ -190,10 +197,10 @@ class VideoFileSource(FrameSource):
         time_base = float(self._stream.time_base)
         start = self._stream.start_time if self._stream.start_time is not None else int(index.frame_pts[0])
         last = float(index.frame_pts[-1] - start) * time_base
-        step = (
-            float(index.frame_pts[-1] - index.frame_pts[-2]) * time_base if len(index.frame_pts) > 1 else 0.0
-        )
-        if last + step + _TRUNCATION_SLACK_S < stated_end:
+        # The typical frame interval (a truncated file may lose frames just before its last one).
+        step = float(np.median(np.diff(index.frame_pts))) * time_base if len(index.frame_pts) > 1 else 0.0
+        slack = 2 * step + min(_TRUNCATION_SLACK_FRACTION * stated_end, _TRUNCATION_SLACK_MAX_S)
+        if last + step + slack < stated_end:
             raise SourceError(
                 f"video {self.path} is truncated: its header states {stated_end:.2f} s but the frames "
                 f"present end at {last + step:.2f} s"
