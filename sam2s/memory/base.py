@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -48,6 +48,15 @@ class FrameMemory:
     low_res_logits: torch.Tensor
     image_embedding: torch.Tensor | None = None
     class_embedding: torch.Tensor | None = None
+
+    def to_dict(self) -> dict:
+        """Plain tensors and ints, loadable with ``torch.load(weights_only=True)``."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict, device: torch.device | str = "cpu") -> FrameMemory:
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in data.items()}
+        return cls(**moved)
 
     def tensors(self) -> list[torch.Tensor]:
         return [t for t in (self.features, self.obj_ptr, self.object_score, self.iou_score,
@@ -91,6 +100,7 @@ class RecentFrameCache:
         return len(self._frames)
 
     def values(self) -> list[FrameMemory]:
+        """Memories in the order they were written (oldest first)."""
         return list(self._frames.values())
 
 
@@ -143,6 +153,9 @@ class TrackedFrames:
     def runs(self) -> list[tuple[int, int, bool]]:
         return list(self._runs)
 
+    def restore(self, runs: list[tuple[int, int, bool]]) -> None:
+        self._runs = [(int(a), int(b), bool(r)) for a, b, r in runs]
+
 
 @dataclass
 class ObjectMemory:
@@ -193,3 +206,10 @@ class MemoryPolicy(ABC):
 
     def reset(self) -> None:
         """Forget policy state (the session was reset)."""
+
+    def state_dict(self) -> dict:
+        """Policy state to save with a session (tensors, ints, lists, dicts only)."""
+        return {}
+
+    def load_state_dict(self, state: dict, memory: ObjectMemory, device: torch.device | str = "cpu") -> None:
+        """Restore what :meth:`state_dict` saved; ``memory`` is the object's restored stores."""

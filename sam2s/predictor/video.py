@@ -43,15 +43,24 @@ from sam2s.modeling.sam2 import NO_OBJECT_LOGIT, FrameFeatures, PointPrompt, SAM
 from sam2s.predictor.results import FrameResult
 from sam2s.transforms.model_input import ToModelInput
 
-__all__ = ["VideoPredictor", "Session", "PromptError"]
+__all__ = ["VideoPredictor", "Session", "PromptError", "PropagationPass"]
 
 logger = logging.getLogger(__name__)
 
 DIRECTIONS = ("forward", "backward", "both")
+SESSION_STATE_FORMAT = "sam2s-session/1"
 
 
 class PromptError(ValueError):
     """A prompt that cannot be applied (outside the frame, unknown object, empty...)."""
+
+
+@dataclass(frozen=True)
+class PropagationPass:
+    """One sweep of :meth:`Session.propagate`: from ``first`` towards the end, or towards 0."""
+
+    first: int
+    reverse: bool
 
 
 @dataclass
@@ -221,6 +230,61 @@ class Session:
         self.objects.clear()
         self._features = None
 
+    # ------------------------------------------------------------------ saving and resuming
+    def state_dict(self) -> dict:
+        """Everything the session remembers, as tensors and plain values.
+
+        The result loads with ``torch.load(..., weights_only=True)``; with
+        :meth:`load_state_dict` a new session on the same source continues exactly where this
+        one stopped (``sam2s segment --resume`` relies on it).
+        """
+        objects = []
+        for obj in self.objects.values():
+            memory = obj.memory
+            objects.append({
+                "obj_id": obj.obj_id,
+                "points": {t: {"coords": p.coords, "labels": p.labels} for t, p in obj.prompts.points.items()},
+                "masks": dict(obj.prompts.masks),
+                "conditioning": [m.to_dict() for m in memory.conditioning.values()],
+                "pending": [m.to_dict() for m in memory.pending.values()],
+                "recent": [m.to_dict() for m in memory.recent.values()],
+                "tracked": [list(run) for run in memory.tracked.runs],
+                "policy": obj.policy.state_dict(),
+            })
+        return {
+            "format": SESSION_STATE_FORMAT,
+            "model": self.model.config.name,
+            "frame_size": [self.height, self.width],
+            "num_frames": -1 if self.num_frames is None else self.num_frames,
+            "objects": objects,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` saved from a session on the same source and model."""
+        if not isinstance(state, dict) or state.get("format") != SESSION_STATE_FORMAT:
+            raise ValueError(f"not a saved session state (expected format {SESSION_STATE_FORMAT!r})")
+        if state["model"] != self.model.config.name:
+            raise ValueError(f"session state was saved with model {state['model']!r}, not {self.model.config.name!r}")
+        if list(state["frame_size"]) != [self.height, self.width]:
+            raise ValueError(f"session state is for {state['frame_size']} frames, the source has "
+                             f"{[self.height, self.width]}")
+        device = self.device
+        self.reset()
+        for saved in state["objects"]:
+            obj = self._object(int(saved["obj_id"]), create=True)
+            for t, point in saved["points"].items():
+                obj.prompts.points[int(t)] = PointPrompt(point["coords"].to(device), point["labels"].to(device))
+            obj.prompts.masks.update({int(t): m.to(device) for t, m in saved["masks"].items()})
+            memory = obj.memory
+            for m in saved["conditioning"]:
+                memory.conditioning[int(m["frame_index"])] = FrameMemory.from_dict(m, device)
+            for m in saved["pending"]:
+                memory.pending[int(m["frame_index"])] = FrameMemory.from_dict(m, device)
+            for m in saved["recent"]:
+                memory.recent.put(FrameMemory.from_dict(m, device))
+            memory.tracked.restore(saved["tracked"])
+            obj.policy.load_state_dict(saved["policy"], memory, device)
+
     @torch.inference_mode()
     def propagate(
         self, direction: str = "both", start_frame: int | None = None, max_frames: int | None = None
@@ -234,37 +298,49 @@ class Session:
             start_frame: first frame of each pass instead of the prompted one.
             max_frames: at most this many frames per pass.
         """
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+        for planned in self.plan(direction, start_frame):
+            yield from self.run_pass(planned, max_frames=max_frames)
+
+    def plan(self, direction: str = "both", start_frame: int | None = None) -> list[PropagationPass]:
+        """The passes :meth:`propagate` makes (encodes newly prompted frames first).
+
+        A caller that saves its progress (``sam2s segment --resume``) runs these passes itself
+        with :meth:`run_pass` and can continue one from any frame.
+        """
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if start_frame is not None:
             self._check_frame_index(start_frame)
-        with self._autocast():
+        with torch.inference_mode(), self._autocast():
             self._consolidate_prompts()
         prompted = sorted({t for obj in self.objects.values() for t in obj.memory.conditioning})
-        if direction in ("forward", "both"):
-            first = prompted[0] if start_frame is None else start_frame
-            yield from self._run_pass(first, reverse=False, max_frames=max_frames, skip_first=False)
+        earliest = prompted[0] if start_frame is None else start_frame
+        latest = prompted[-1] if start_frame is None else start_frame
+        if direction == "forward":
+            return [PropagationPass(earliest, reverse=False)]
         if direction == "backward":
-            first = prompted[-1] if start_frame is None else start_frame
-            yield from self._run_pass(first, reverse=True, max_frames=max_frames, skip_first=False)
-        if direction == "both":
-            first = prompted[0] if start_frame is None else start_frame
-            yield from self._run_pass(first, reverse=True, max_frames=max_frames, skip_first=True)
+            return [PropagationPass(latest, reverse=True)]
+        return [PropagationPass(earliest, reverse=False), PropagationPass(earliest - 1, reverse=True)]
 
-    # ------------------------------------------------------------------ tracking
-    def _run_pass(self, first: int, reverse: bool, max_frames: int | None, skip_first: bool) -> Iterator[FrameResult]:
-        step = -1 if reverse else 1
-        frame_index, done = first, 0
-        if skip_first:
-            frame_index += step
+    @torch.inference_mode()
+    def run_pass(
+        self, planned: PropagationPass, max_frames: int | None = None, resume_at: int | None = None
+    ) -> Iterator[FrameResult]:
+        """Track frame by frame from ``planned.first`` (or ``resume_at``) to the end of the source
+        (or frame 0 when reversed), at most ``max_frames`` frames."""
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+        step = -1 if planned.reverse else 1
+        frame_index = planned.first if resume_at is None else resume_at
+        done = 0
         while frame_index >= 0 and (self.num_frames is None or frame_index < self.num_frames):
             if max_frames is not None and done >= max_frames:
                 return
             try:
                 with self._autocast():
-                    self._track_frame(frame_index, reverse)
+                    self._track_frame(frame_index, planned.reverse)
             except IndexError:
                 if self.num_frames is None:  # a live stream has ended
                     return
@@ -324,6 +400,11 @@ class Session:
             tracker = model.config.tracker
             multimask = tracker.multimask_min_pt_num <= num_points <= tracker.multimask_max_pt_num
             decoded = model.decode(conditioned, features, points, previous_logits, multimask)
+        class_embedding = None
+        if getattr(model, "semantic_head", None) is not None:
+            if mask is not None:  # a mask prompt skips memory attention; the head sees the frame alone
+                selection, conditioned = None, model.condition_on_memory(features, None)
+            class_embedding = model.class_embedding(features, conditioned, selection)[0].float()
         memory_features = None
         if encode_memory:
             memory_features = model.encode_memory(
@@ -337,6 +418,7 @@ class Session:
             iou_score=decoded.iou_scores.float(),
             low_res_logits=model.postprocess_low_res(decoded.low_res_logits.float()),
             image_embedding=features.pooled() if obj.policy.needs_image_embedding else None,
+            class_embedding=class_embedding,
         )
 
     def _consolidate_prompts(self) -> None:
@@ -459,6 +541,14 @@ class Session:
         if not logits:
             empty = torch.zeros((0, self.height, self.width), device=self.device)
             return FrameResult(frame_index, [], empty, empty[:, 0, 0], empty[:, 0, 0])
+        class_scores = None
+        if getattr(self.model, "has_class_bank", False):
+            # objects with an output on this frame: {obj_id: {category: probability}}
+            class_scores = {}
+            for obj in self.objects.values():
+                found = obj.memory.latest(frame_index)
+                if found is not None and found.class_embedding is not None:
+                    class_scores[obj.obj_id] = self.model.class_probabilities(found.class_embedding)
         stacked = torch.cat(logits, 0)
         if stacked.shape[-2:] != (self.height, self.width):
             stacked = F.interpolate(stacked, size=(self.height, self.width), mode="bilinear", align_corners=False)
@@ -468,7 +558,7 @@ class Session:
             logits=stacked[:, 0],
             object_scores=torch.cat(scores, 0)[:, 0],
             iou_scores=torch.cat(ious, 0)[:, 0],
-            class_scores=None,
+            class_scores=class_scores,
         )
 
     def _autocast(self):

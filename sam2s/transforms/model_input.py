@@ -52,9 +52,11 @@ class ToModelInput:
     def __call__(self, frame: np.ndarray) -> torch.Tensor:
         frame = check_rgb_frame(frame)
         size = self.image_size
+        if not frame.flags.writeable:  # torch.from_numpy needs a writable buffer
+            frame = frame.copy()
         if self.resample == "bicubic_pil":
             if frame.shape[:2] != (size, size):
-                frame = np.asarray(Image.fromarray(frame).resize((size, size), Image.BICUBIC))
+                frame = np.array(Image.fromarray(frame).resize((size, size), Image.BICUBIC))
             image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float() / 255.0
         else:
             image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float() / 255.0
