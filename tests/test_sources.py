@@ -268,7 +268,7 @@ def write_volume(path: Path, array: np.ndarray, direction: tuple[float, ...] | N
     return path
 
 
-@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"])
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_volume_slices_along_each_axis(tmp_path, suffix, axis):
     array = ct_like_volume()
@@ -358,11 +358,13 @@ def test_dicom_series_folder(tmp_path):
         writer.KeepOriginalImageUIDOn()
         writer.SetFileName(str(tmp_path / f"slice{k:03d}.dcm"))
         writer.Execute(slice_image)
-    with open_source(tmp_path, axis=0, window=(-1000, 7000)) as source:
-        assert isinstance(source, VolumeSource) and source.num_frames == array.shape[0]
-        for index in range(source.num_frames):
-            np.testing.assert_array_equal(source.read_values(index), array[index])
-        np.testing.assert_allclose(source.geometry.volume.spacing, SPACING, rtol=1e-4)
+    for path in (tmp_path, tmp_path / "slice003.dcm"):  # the folder, or any one file of the series
+        with open_source(path, axis=0, window=(-1000, 7000)) as source:
+            assert isinstance(source, VolumeSource) and source.num_frames == array.shape[0]
+            for index in range(source.num_frames):
+                np.testing.assert_array_equal(source.read_values(index), array[index])
+            np.testing.assert_allclose(source.geometry.volume.spacing, SPACING, rtol=1e-4)
+            np.testing.assert_allclose(source.geometry.volume.direction, direction, atol=1e-6)
 
 
 # -- windows ---------------------------------------------------------------------------------

@@ -123,8 +123,13 @@ def test_png_writer_resumes_after_a_killed_run(tmp_path):
     state = manifest(out / "progress.json")
     assert state["complete"] is True and state["frames"] == [[0, 8]]
 
+    (out / "00006.png").unlink()  # lost since: a resumed run must write it again
+    (out / "cover.png").write_bytes(b"not ours")
+    assert PngMaskWriter(out, resume=True).completed_frames() == {0, 1, 2, 3, 4, 5, 7}
+
     fresh = PngMaskWriter(out)  # not resuming: the old run no longer counts, and nothing is complete
     assert fresh.completed_frames() == set() and manifest(out / "progress.json")["complete"] is False
+    assert sorted(p.name for p in out.glob("*.png")) == ["cover.png"]  # the old run's frames are gone
 
 
 def test_an_exception_leaves_the_output_incomplete(tmp_path):
@@ -332,6 +337,12 @@ def test_overlay_refuses_frames_already_encoded_and_needs_a_rate(tmp_path):
     with pytest.raises(ValueError, match="already encoded"):
         writer.write(0, [1], np.zeros((1, 8, 8), bool))
     writer.close()
+    late = OverlayVideoWriter(tmp_path / "late.mp4", 5, source=source, start_frame=2)
+    with pytest.raises(ValueError, match="before the overlay video's start_frame 2"):
+        late.write(1, [1], np.zeros((1, 8, 8), bool))
+    late.write(3, [1], np.ones((1, 8, 8), bool))  # frame 2 never comes: encoded plainly on close
+    late.close()
+    assert len(decode_all(tmp_path / "late.mp4")) == 2
 
 
 # -- composite and progress ------------------------------------------------------------------

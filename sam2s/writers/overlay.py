@@ -154,7 +154,9 @@ class OverlayVideoWriter(MaskWriter):
         resume: keep the finished parts of an earlier run.
 
     Odd frame sizes are padded by repeating the last row/column, since yuv420p needs even sizes.
-    Variable-rate sources are written at a constant ``fps``.
+    Variable-rate sources are written at a constant ``fps``. A video source shared with a
+    predictor is read right after the predictor read the same frame, so its decoder stays in
+    place; give the writer its own source when masks arrive far out of order.
     """
 
     def __init__(
@@ -251,6 +253,10 @@ class OverlayVideoWriter(MaskWriter):
             raise RuntimeError(f"OverlayVideoWriter({self.path}) is closed")
         ids, masks = check_masks(frame_index, obj_ids, masks, (self.source.height, self.source.width))
         frame_index = int(frame_index)
+        if frame_index < self.start_frame:
+            raise ValueError(
+                f"frame {frame_index} is before the overlay video's start_frame {self.start_frame}"
+            )
         if frame_index in self._finished:
             return  # encoded in a part kept from an earlier run
         if frame_index < self._next_frame:

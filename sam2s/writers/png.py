@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from sam2s.writers.progress import WriterProgress
 __all__ = ["PNG_MANIFEST_NAME", "PngMaskWriter", "read_png_mask"]
 
 PNG_MANIFEST_NAME = "progress.json"
+_FRAME_NAME = re.compile(r"^\d{5,}\.png$")
 
 
 class PngMaskWriter(MaskWriter):
@@ -32,7 +34,10 @@ class PngMaskWriter(MaskWriter):
 
     Args:
         out_dir: folder for the PNGs and the ``progress.json`` manifest (created if missing).
-        resume: keep the frames an earlier, unfinished run recorded (:meth:`completed_frames`).
+            Starting afresh (no ``resume``) in a folder an earlier run of this writer used removes
+            that run's frame PNGs, so the two runs never mix.
+        resume: keep the frames an earlier, unfinished run recorded (:meth:`completed_frames`)
+            whose files are still there.
         flush_every: update the manifest every this many frames; frames written since the last
             update are simply written again by a resumed run.
     """
@@ -41,9 +46,20 @@ class PngMaskWriter(MaskWriter):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.out_dir, "*.png")
+        manifest_path = self.out_dir / PNG_MANIFEST_NAME
+        if not resume and WriterProgress.read(manifest_path) is not None:
+            # The folder holds an earlier run of this writer: its frames must not mix with the new run's.
+            for stale in self.out_dir.glob("*.png"):
+                if _FRAME_NAME.match(stale.name):
+                    stale.unlink()
         self.progress = WriterProgress(
-            self.out_dir / PNG_MANIFEST_NAME, writer="png_masks", resume=resume, flush_every=flush_every
+            manifest_path, writer="png_masks", resume=resume, flush_every=flush_every
         )
+        if resume:
+            recorded = self.progress.completed_frames()
+            on_disk = {index for index in recorded if self.frame_path(index).is_file()}
+            if on_disk != recorded:
+                self.progress.reset_frames(on_disk)
         self._palette = davis_palette().ravel().tolist()
         self._closed = False
 

@@ -64,7 +64,8 @@ class LabelVolumeWriter(MaskWriter):
 
     The label array (uint8, widened to uint16 when an id exceeds 255) has the source image's
     full shape; voxel value = object id, 0 = background; the object listed later in ``obj_ids``
-    wins overlaps. Slices never written stay 0.
+    wins overlaps. Slices never written stay 0. For a 4D series the labels fill the fixed slice
+    of every time point in a label image of the series' full 4D shape.
 
     Args:
         path: output file, ``.nrrd``, ``.nii``, ``.nii.gz`` or ``.mha``.

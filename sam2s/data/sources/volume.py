@@ -27,7 +27,7 @@ from sam2s.data.sources.windowing import IntensityWindow, WindowSpec, resolve_wi
 
 __all__ = ["PLANE_NAMES", "VOLUME_SUFFIXES", "VolumeSource", "axis_from_plane", "volume_suffix"]
 
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 
 # The LPS world axis that each anatomical plane is normal to.
 PLANE_NAMES = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -150,7 +150,8 @@ class VolumeSource(FrameSource):
     """Slices of a 3D volume, or one slice of a 4D series over time, as RGB frames.
 
     Args:
-        path: a .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd file, or a folder holding a DICOM series.
+        path: a .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd file, a folder holding a DICOM series, or
+            one .dcm file of a series (the whole series is read).
         axis: array axis to walk, 0/1/2 of ``(z, y, x)``, or a plane name ``"axial"``,
             ``"coronal"``, ``"sagittal"`` resolved from the direction matrix. For a 4D series it
             is the axis of the fixed slice. Default 0.
@@ -181,6 +182,9 @@ class VolumeSource(FrameSource):
             raise FileNotFoundError(f"volume not found: {self.path}")
         if self.path.is_dir():
             header, self._voxels = _read_dicom_series(self.path, series_id)
+        elif self.path.suffix.lower() == ".dcm":
+            # One file of a series stands for the whole series it belongs to.
+            header, self._voxels = _read_dicom_series(self.path.parent, series_id or _series_of(self.path))
         else:
             header, self._voxels = _open_image_file(self.path, max_in_memory_bytes)
         if fixed_slice is not None and len(header.size) != 4:
@@ -312,6 +316,18 @@ def _open_image_file(path: Path, max_in_memory_bytes: int):
             f"cannot read the voxels of volume {path}: the file is truncated or damaged"
         ) from error
     return replace(header, dtype=array.dtype), _VoxelsInMemory(array)
+
+
+def _series_of(dicom_file: Path) -> str:
+    sitk = _import_sitk()
+    reader = sitk.ImageSeriesReader()
+    folder, target = dicom_file.parent, dicom_file.resolve()
+    for series_id in reader.GetGDCMSeriesIDs(str(folder)):
+        if any(
+            Path(name).resolve() == target for name in reader.GetGDCMSeriesFileNames(str(folder), series_id)
+        ):
+            return series_id
+    raise SourceError(f"{dicom_file} is not part of a readable DICOM series")
 
 
 def _read_dicom_series(folder: Path, series_id: str | None):
