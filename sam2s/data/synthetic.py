@@ -324,6 +324,7 @@ class _InstrumentTrack:
 
     style: InstrumentStyle
     entry: np.ndarray  # (2,) x, y of the point where the shaft crosses the frame border
+    aim: np.ndarray  # (2,) x, y of the point the shaft points at on average
     angle: np.ndarray  # (T,) shaft direction, radians, pointing into the frame
     depth: np.ndarray  # (T,) distance from the entry to the tip along the shaft, pixels
     opening: np.ndarray  # (T,) jaw opening in [0, 1]
@@ -562,7 +563,14 @@ class SyntheticVideo:
             (offset, 0.08 * (fractal_noise(rng, self._world_shape, cells=6, octaves=2) - 0.5))
             for offset in np.linspace(-0.05, 0.05, cfg.num_annotators)
         ]
-        self._tracks = [self._make_track(rng, index, obj.category) for index, obj in enumerate(objects) if obj.kind == "instrument"]
+        self._tracks: list[_InstrumentTrack] = []
+        for index, obj in enumerate(o for o in objects if o.kind == "instrument"):
+            # Later instruments aim at a point on the first one's shaft, so that they cross it.
+            aim = None
+            if self._tracks:
+                first = self._tracks[0]
+                aim = first.entry + rng.uniform(0.4, 0.8) * (first.aim - first.entry)
+            self._tracks.append(self._make_track(rng, index, obj.category, aim))
         self._build_effects(rng)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         self._xx, self._yy = xx + 0.5, yy + 0.5
@@ -624,7 +632,7 @@ class SyntheticVideo:
         texture = 0.8 + 0.4 * fractal_noise(rng, self._world_shape, cells=8, octaves=4)
         return _TissueRegion(field_.astype(np.float32), (base[None, None, :] * texture[..., None]).astype(np.float32))
 
-    def _make_track(self, rng: np.random.Generator, index: int, category: str) -> _InstrumentTrack:
+    def _make_track(self, rng: np.random.Generator, index: int, category: str, aim: np.ndarray | None) -> _InstrumentTrack:
         cfg = self.config
         n, h, w = cfg.num_frames, cfg.height, cfg.width
         # Entry on a frame edge; instruments aim near the centre so that they cross.
@@ -639,12 +647,14 @@ class SyntheticVideo:
             "bottom": np.array([along * w, float(h)]),
         }[str(side)]
         target = np.array([w / 2, h / 2]) + rng.uniform(-0.12, 0.12, size=2) * np.array([w, h])
+        if aim is not None:
+            target = aim + rng.uniform(-0.04, 0.04, size=2) * np.array([w, h])
         to_target = target - entry
         base_angle = math.atan2(to_target[1], to_target[0])
         reach = float(np.hypot(*to_target))
         periods = (120.0, 600.0) if cfg.long else (20.0, 60.0)
         angle = base_angle + 0.25 * _smooth_path(rng, n, periods)
-        inserted = reach * (0.95 + 0.25 * _smooth_path(rng, n, periods))
+        inserted = reach * (1.1 + 0.2 * _smooth_path(rng, n, periods))
         intervals = _presence_intervals(rng, n, index, cfg.long)
         env = _envelope(n, intervals, ramp=10 if cfg.long else 3)
         outside = -0.6 * self._short_side  # far enough out that no part reaches the frame
@@ -658,7 +668,7 @@ class SyntheticVideo:
                 stain = np.array([1.0, rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.0)]) * rng.uniform(0.8, 1.1)
                 tint[start:end] *= stain
         wiggle = np.cumsum(np.full(n, 0.15)) + rng.uniform(0, 2 * np.pi)
-        return _InstrumentTrack(INSTRUMENT_STYLES[category], entry, angle, depth, opening, tint.astype(np.float32), wiggle)
+        return _InstrumentTrack(INSTRUMENT_STYLES[category], entry, target, angle, depth, opening, tint.astype(np.float32), wiggle)
 
     def _build_effects(self, rng: np.random.Generator) -> None:
         cfg = self.config
@@ -891,12 +901,18 @@ def make_synthetic_volume(
     labels = np.zeros(shape, dtype=np.uint8)
     categories: dict[int, str] = {}
     warp = fractal_noise(rng, shape, cells=3, octaves=2) - 0.5
+    first_angle = rng.uniform(0, 2 * np.pi)
     for label, (name, _, _) in enumerate(_ORGANS[:num_organs], start=1):
-        centre = np.array([rng.uniform(-0.4, 0.4) * half_x, rng.uniform(-0.35, 0.35) * half_y, rng.uniform(-0.2, 0.2) * half_z])
-        radii = np.array([rng.uniform(0.25, 0.4) * half_x, rng.uniform(0.25, 0.4) * half_y, rng.uniform(0.45, 0.75) * half_z])
+        # Organs sit around the body centre at spread-out angles, so they rarely collide.
+        angle = first_angle + 2 * np.pi * (label - 1) / num_organs + rng.uniform(-0.3, 0.3)
+        spread = 0.4 if num_organs > 1 else 0.0
+        centre = np.array(
+            [spread * math.cos(angle) * half_x, spread * 0.9 * math.sin(angle) * half_y, rng.uniform(-0.2, 0.2) * half_z]
+        )
+        radii = np.array([rng.uniform(0.2, 0.3) * half_x, rng.uniform(0.2, 0.3) * half_y, rng.uniform(0.45, 0.75) * half_z])
         rot = _random_rotation(rng, np.pi / 2)
         offsets = np.stack([xx - centre[0], yy - centre[1], zz - centre[2]], axis=-1) @ rot.T
-        distance = np.sqrt(((offsets / radii) ** 2).sum(-1)) + 0.5 * warp * rng.uniform(0.6, 1.0)
+        distance = np.sqrt(((offsets / radii) ** 2).sum(-1)) + 0.4 * warp * rng.uniform(0.6, 1.0)
         organ = (distance < 1.0) & body & (labels == 0) & ~fat
         labels[organ] = label
         categories[label] = name
