@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam2s.data.sources.base import StreamEndedError
 from sam2s.memory import build_memory_policy
 from sam2s.memory.base import FrameMemory, MemoryPolicy, ObjectMemory, RecentFrameCache
 from sam2s.modeling.sam2 import NO_OBJECT_LOGIT, FrameFeatures, PointPrompt, SAM2Model
@@ -341,10 +342,8 @@ class Session:
             try:
                 with self._autocast():
                     self._track_frame(frame_index, planned.reverse)
-            except IndexError:
-                if self.num_frames is None:  # a live stream has ended
-                    return
-                raise
+            except StreamEndedError:  # a live stream has no more frames
+                return
             yield self._frame_result(frame_index)
             frame_index += step
             done += 1
