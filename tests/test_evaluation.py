@@ -138,7 +138,13 @@ FAR = square(AGG, 5, 30, 4)  # far from both
 
 def video_a():
     """Two objects; object 2 appears at frame 2. Frames 0 and 4 are not scored."""
-    gt = [labels((1, A)), labels((1, A)), labels((1, A), (2, B)), labels((1, A), (2, B)), labels((1, A), (2, B))]
+    gt = [
+        labels((1, A)),
+        labels((1, A)),
+        labels((1, A), (2, B)),
+        labels((1, A), (2, B)),
+        labels((1, A), (2, B)),
+    ]
     pred = [
         labels(),  # skipped
         labels((1, A)),  # obj 1 perfect
@@ -302,8 +308,16 @@ class FakeSession:
         self.calls: list[tuple] = []
 
     def add_prompt(self, frame_index, obj_id, points=None, labels=None, box=None, mask=None):
-        self.calls.append(("add_prompt", frame_index, obj_id, points, labels, box is not None, mask is not None))
-        self.prompts[obj_id] = {"frame": frame_index, "points": points, "labels": labels, "box": box, "mask": mask}
+        self.calls.append(
+            ("add_prompt", frame_index, obj_id, points, labels, box is not None, mask is not None)
+        )
+        self.prompts[obj_id] = {
+            "frame": frame_index,
+            "points": points,
+            "labels": labels,
+            "box": box,
+            "mask": mask,
+        }
 
     def _shift(self, obj_id):
         prompt = self.prompts[obj_id]
@@ -349,11 +363,11 @@ def synthetic_root(tmp_path_factory) -> Path:
 def test_evaluate_protocols_with_fake_predictor(synthetic_root, tmp_path):
     dataset = VideoDataset(synthetic_root)
     results = {}
+    predictors = {}
     for protocol in ("1click", "3click", "5click", "box", "mask"):
-        predictor = FakePredictor()
-        results[protocol] = evaluate(lambda: predictor, dataset, protocol, progress=False)
-        if protocol == "3click":
-            three_click_predictor = predictor
+        predictors[protocol] = FakePredictor()
+        results[protocol] = evaluate(lambda p=protocol: predictors[p], dataset, protocol, progress=False)
+    three_click_predictor = predictors["3click"]
     assert results["mask"].jf == pytest.approx(1.0)
     assert results["1click"].jf < results["box"].jf < results["3click"].jf < results["5click"].jf
     assert results["5click"].jf == pytest.approx(1.0)  # the fifth click makes the fake exact
@@ -380,7 +394,9 @@ def test_evaluate_protocols_with_fake_predictor(synthetic_root, tmp_path):
         assert prompt.points == tuple((c.x, c.y) for c in expected)
         assert prompt.labels == tuple(c.label for c in expected)
     late = [p for p in prompts.values() if p.frame_index > 0]
-    assert late, "the synthetic video has an instrument entering after frame 0; it is prompted where it appears"
+    assert late, (
+        "the synthetic video has an instrument entering after frame 0; it is prompted where it appears"
+    )
     assert ("propagate", "forward", 0, 1) in session.calls
     cumulative = [c for c in session.calls if c[0] == "add_prompt" and c[2] == 1]
     assert [len(c[3]) for c in cumulative] == [1, 2, 3]
@@ -410,7 +426,9 @@ def test_multi_subset_report_and_cli(synthetic_root, tmp_path, monkeypatch):
     benchmark = tmp_path / "bench"
     benchmark.mkdir()
     (benchmark / "endovis").symlink_to(synthetic_root, target_is_directory=True)
-    write_synthetic_dataset(benchmark / "cholec", num_videos=1, num_frames=6, height=32, width=40, seed=9, progress=False)
+    write_synthetic_dataset(
+        benchmark / "cholec", num_videos=1, num_frames=6, height=32, width=40, seed=9, progress=False
+    )
     subsets = discover_subsets(benchmark)
     assert sorted(subsets) == ["cholec", "endovis"]
 
@@ -445,7 +463,9 @@ def test_write_report_handles_unscored_video(tmp_path):
     from sam2s.evaluation.runner import EvaluationResult
 
     empty = score_video("empty", video_a()[:2])
-    result = EvaluationResult("3click", BenchmarkScore((SubsetScore("s", (empty, score_video("a", video_a()))),)))
+    result = EvaluationResult(
+        "3click", BenchmarkScore((SubsetScore("s", (empty, score_video("a", video_a()))),))
+    )
     files = write_report(result, tmp_path)
     data = json.loads(files.json.read_text())
     assert data["subsets"][0]["videos"][0]["jf"] is None

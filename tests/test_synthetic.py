@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import numpy as np
 import pytest
@@ -52,7 +53,9 @@ def test_object_list_and_mask_invariants():
     assert all(category_kind(o.category) == o.kind for o in video.objects)
     assert [o.category for o in video.objects[3:]] == ["gallbladder", "liver"]
     assert len({o.z for o in video.objects}) == 5
-    assert max(o.z for o in video.objects if o.kind == "tissue") < min(o.z for o in video.objects if o.kind == "instrument")
+    assert max(o.z for o in video.objects if o.kind == "tissue") < min(
+        o.z for o in video.objects if o.kind == "instrument"
+    )
     for frame in (video.frame(0), video.frame(12)):
         assert frame.image.dtype == np.uint8 and frame.image.shape == (64, 80, 3)
         assert frame.masks.shape == (5, 64, 80) and frame.masks.dtype == bool
@@ -133,14 +136,16 @@ def test_short_mode_instruments_enter_leave_and_return():
 
 
 def test_long_mode_has_long_absences_and_returns():
-    config = SyntheticVideoConfig(num_frames=2000, height=32, width=32, long=True, num_instruments=2, num_tissues=1)
+    config = SyntheticVideoConfig(
+        num_frames=2000, height=32, width=32, long=True, num_instruments=2, num_tissues=1
+    )
     video = SyntheticVideo(config, seed=0)
     present = np.array([video.frame(t).masks[0].any() for t in range(len(video))])
     assert present[0]
     # Runs of absence followed by a return.
     changes = np.flatnonzero(np.diff(present.astype(int))) + 1
     bounds = np.concatenate([[0], changes, [len(present)]])
-    absences = [(s, e) for s, e in zip(bounds[:-1], bounds[1:]) if not present[s] and e < len(present)]
+    absences = [(s, e) for s, e in itertools.pairwise(bounds) if not present[s] and e < len(present)]
     assert absences, "the first instrument never leaves and returns"
     assert max(e - s for s, e in absences) >= 150
     assert all(e - s >= 100 for s, e in absences)
@@ -152,7 +157,12 @@ def test_every_instrument_category_has_its_own_shape():
     masks = {}
     for category in INSTRUMENTS:
         config = SyntheticVideoConfig(
-            num_frames=48, height=96, width=96, num_instruments=1, num_tissues=0, instrument_categories=(category,)
+            num_frames=48,
+            height=96,
+            width=96,
+            num_instruments=1,
+            num_tissues=0,
+            instrument_categories=(category,),
         )
         frame = SyntheticVideo(config, seed=2).frame(0)
         assert frame.masks[0].sum() > 20, category
@@ -190,7 +200,7 @@ def test_synthetic_volume(modality):
         assert volume.image.min() >= 0
     # Smooth organs: each label is essentially one connected blob.
     for label in (1, 2, 3):
-        components, count = ndimage.label(volume.labels == label)
+        components, _ = ndimage.label(volume.labels == label)
         sizes = np.bincount(components.ravel())[1:]
         assert sizes.max() >= 0.8 * sizes.sum()
 
@@ -198,7 +208,11 @@ def test_synthetic_volume(modality):
 def test_palette_matches_davis_colours():
     palette = davis_palette()
     assert palette[0].tolist() == [0, 0, 0]
-    assert palette[1].tolist() == [128, 0, 0] and palette[2].tolist() == [0, 128, 0] and palette[3].tolist() == [128, 128, 0]
+    assert (
+        palette[1].tolist() == [128, 0, 0]
+        and palette[2].tolist() == [0, 128, 0]
+        and palette[3].tolist() == [128, 128, 0]
+    )
     assert len({tuple(c) for c in palette}) == 256
 
 
@@ -206,7 +220,22 @@ def test_writer_and_command_line(tmp_path):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     out = tmp_path / "synthetic"
-    args = parser.parse_args(["--out", str(out), "--videos", "2", "--frames", "5", "--height", "32", "--width", "40", "--volumes", "1"])
+    args = parser.parse_args(
+        [
+            "--out",
+            str(out),
+            "--videos",
+            "2",
+            "--frames",
+            "5",
+            "--height",
+            "32",
+            "--width",
+            "40",
+            "--volumes",
+            "1",
+        ]
+    )
     assert run(args) == 0
     frames = sorted((out / "JPEGImages" / "synth_001").iterdir())
     assert [p.name for p in frames] == [f"{i:05d}.jpg" for i in range(5)]
@@ -215,7 +244,9 @@ def test_writer_and_command_line(tmp_path):
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
 
     # Same seed, same bytes.
-    again = write_synthetic_dataset(tmp_path / "again", num_videos=2, num_frames=5, height=32, width=40, progress=False)
+    again = write_synthetic_dataset(
+        tmp_path / "again", num_videos=2, num_frames=5, height=32, width=40, progress=False
+    )
     assert again.videos == ("synth_000", "synth_001")
     for name in ("JPEGImages/synth_001/00003.jpg", "Annotations/synth_000/00004.png"):
         assert (out / name).read_bytes() == (tmp_path / "again" / name).read_bytes()

@@ -63,25 +63,25 @@ from sam2s.data.vocabulary import check_category
 sitk, _HAS_SITK = optional_import("SimpleITK")
 
 __all__ = [
-    "DatasetError",
-    "ClipKeys",
-    "FrameAnnotation",
-    "VideoRecord",
-    "ImageRecord",
-    "VolumeRecord",
-    "VideoDataset",
-    "ImageDataset",
-    "VolumeDataset",
-    "read_categories",
-    "read_label_png",
-    "label_map_from_masks",
-    "ResizeClip",
-    "ResizeClipd",
-    "NormalizeImageNet",
-    "NormalizeImageNetd",
-    "clip_transforms",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "ClipKeys",
+    "DatasetError",
+    "FrameAnnotation",
+    "ImageDataset",
+    "ImageRecord",
+    "NormalizeImageNet",
+    "NormalizeImageNetd",
+    "ResizeClip",
+    "ResizeClipd",
+    "VideoDataset",
+    "VideoRecord",
+    "VolumeDataset",
+    "VolumeRecord",
+    "clip_transforms",
+    "label_map_from_masks",
+    "read_categories",
+    "read_label_png",
 ]
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -227,7 +227,9 @@ def read_categories(path: str | Path) -> dict[str, dict[int, str]]:
             try:
                 key = int(obj_id)
             except ValueError as err:
-                raise DatasetError(f"categories file {path}: object id {obj_id!r} of {name!r} is not an integer") from err
+                raise DatasetError(
+                    f"categories file {path}: object id {obj_id!r} of {name!r} is not an integer"
+                ) from err
             try:
                 per_object[key] = check_category(category)
             except ValueError as err:
@@ -362,7 +364,9 @@ class VideoDataset:
                     f"videos {missing_annotations} have frames in {frames_root} but no folder in {annotations_root}"
                 )
             if missing_frames:
-                raise DatasetError(f"videos {missing_frames} have annotations in {annotations_root} but no frames")
+                raise DatasetError(
+                    f"videos {missing_frames} have annotations in {annotations_root} but no frames"
+                )
             names = frame_videos
         else:
             names = list(videos)
@@ -421,7 +425,9 @@ class VideoDataset:
             raise DatasetError(f"video {name!r}: no annotation PNG matches any frame in {annotation_dir}")
         unknown = sorted(set(categories) - object_ids)
         if unknown and object_ids:
-            raise DatasetError(f"video {name!r}: the categories file names objects {unknown} that no annotation holds")
+            raise DatasetError(
+                f"video {name!r}: the categories file names objects {unknown} that no annotation holds"
+            )
         return VideoRecord(
             name=name,
             frame_dir=frame_dir,
@@ -451,7 +457,9 @@ class VideoDataset:
             return video
         if isinstance(video, str):
             if video not in self._by_name:
-                raise DatasetError(f"no video named {video!r} in {self.root}; known: {list(self._by_name)[:10]}...")
+                raise DatasetError(
+                    f"no video named {video!r} in {self.root}; known: {list(self._by_name)[:10]}..."
+                )
             return self._by_name[video]
         return self.records[video]
 
@@ -472,7 +480,9 @@ class VideoDataset:
         if annotation.label_map is not None:
             return read_label_png(annotation.label_map)
         ids = [obj_id for obj_id, _ in annotation.object_masks]
-        return label_map_from_masks(np.stack([read_label_png(p) != 0 for _, p in annotation.object_masks]), ids)
+        return label_map_from_masks(
+            np.stack([read_label_png(p) != 0 for _, p in annotation.object_masks]), ids
+        )
 
     def read_object_masks(
         self, video: int | str | VideoRecord, frame_index: int, obj_ids: Sequence[int] | None = None
@@ -493,7 +503,9 @@ class VideoDataset:
         masks = np.zeros((len(obj_ids), height, width), dtype=bool)
         for channel, obj_id in enumerate(obj_ids):
             if obj_id in paths:
-                masks[channel] = _checked_shape(read_label_png(paths[obj_id]) != 0, (height, width), paths[obj_id])
+                masks[channel] = _checked_shape(
+                    read_label_png(paths[obj_id]) != 0, (height, width), paths[obj_id]
+                )
         return masks
 
     def load_clip(
@@ -532,7 +544,9 @@ class VideoDataset:
         for i, frame in zip(frame_indices, frames):
             _checked_shape(frame, shape, record.frame_paths[i])
         masks = [
-            _checked_shape(self.read_object_masks(record, i, obj_ids), (len(obj_ids), *shape[:2]), record.frame_dir)
+            _checked_shape(
+                self.read_object_masks(record, i, obj_ids), (len(obj_ids), *shape[:2]), record.frame_dir
+            )
             for i in frame_indices
         ]
         return _clip_dict(
@@ -552,7 +566,9 @@ def _check_frame_exists(video: str, png: Path, stem_to_index: Mapping[str, int])
 
 def _check_frame_index(record: VideoRecord, index: int) -> None:
     if not 0 <= index < record.num_frames:
-        raise DatasetError(f"video {record.name!r} has {record.num_frames} frames; frame index {index} is out of range")
+        raise DatasetError(
+            f"video {record.name!r} has {record.num_frames} frames; frame index {index} is out of range"
+        )
 
 
 def _annotation_of(record: VideoRecord, frame_index: int) -> FrameAnnotation:
@@ -647,7 +663,12 @@ class ImageDataset:
         labels = _checked_shape(read_label_png(record.mask_path), rgb.shape[:2], record.mask_path)
         masks = np.stack([labels == i for i in obj_ids]) if obj_ids else np.zeros((0, *labels.shape), bool)
         return _clip_dict(
-            record.name, rgb[None], masks[None], obj_ids, tuple(record.categories.get(i) for i in obj_ids), (0,)
+            record.name,
+            rgb[None],
+            masks[None],
+            obj_ids,
+            tuple(record.categories.get(i) for i in obj_ids),
+            (0,),
         )
 
 
@@ -697,7 +718,9 @@ class VolumeDataset:
         for image_path in images:
             name = _stem(image_path, VOLUME_EXTENSIONS)
             if name not in labels_by_stem:
-                raise DatasetError(f"volume {image_path.name} has no label map named {name}.* in {labels_dir}")
+                raise DatasetError(
+                    f"volume {image_path.name} has no label map named {name}.* in {labels_dir}"
+                )
             records.append(VolumeRecord(name, image_path, labels_by_stem[name], table.get(name, {})))
         self.records: tuple[VolumeRecord, ...] = tuple(records)
         self._cache: tuple[str, LoadedVolume] | None = None
@@ -716,7 +739,9 @@ class VolumeDataset:
         image, spacing, origin, direction = read_volume(record.image_path)
         labels = read_volume(record.label_path)[0]
         if labels.shape != image.shape:
-            raise DatasetError(f"case {record.name!r}: label map shape {labels.shape} differs from image {image.shape}")
+            raise DatasetError(
+                f"case {record.name!r}: label map shape {labels.shape} differs from image {image.shape}"
+            )
         loaded = LoadedVolume(
             image=image.astype(np.float32),
             labels=labels.astype(np.int64),
@@ -756,7 +781,9 @@ class VolumeDataset:
         depth = loaded.image.shape[axis]
         bad = [s for s in slice_indices if not 0 <= s < depth]
         if bad or len(slice_indices) == 0:
-            raise DatasetError(f"case {record.name!r} has {depth} slices along axis {axis}; bad slice indices {bad}")
+            raise DatasetError(
+                f"case {record.name!r} has {depth} slices along axis {axis}; bad slice indices {bad}"
+            )
         if obj_ids is None:
             obj_ids = tuple(int(v) for v in np.unique(loaded.labels) if v != 0)
         low, high = window if window is not None else tuple(np.percentile(loaded.image, [0.5, 99.5]))
@@ -768,9 +795,18 @@ class VolumeDataset:
             labels = np.moveaxis(labels, axis, 0)
         grey = np.clip((slices - low) * scale, 0, 255).astype(np.uint8)
         frames = np.repeat(grey[..., None], 3, axis=-1)
-        masks = np.stack([labels == i for i in obj_ids], axis=1) if obj_ids else np.zeros((len(grey), 0, *grey.shape[1:]), bool)
+        masks = (
+            np.stack([labels == i for i in obj_ids], axis=1)
+            if obj_ids
+            else np.zeros((len(grey), 0, *grey.shape[1:]), bool)
+        )
         return _clip_dict(
-            record.name, frames, masks, obj_ids, tuple(record.categories.get(i) for i in obj_ids), tuple(slice_indices)
+            record.name,
+            frames,
+            masks,
+            obj_ids,
+            tuple(record.categories.get(i) for i in obj_ids),
+            tuple(slice_indices),
         )
 
 

@@ -39,11 +39,13 @@ Example:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -55,18 +57,18 @@ from sam2s.data.vocabulary import INSTRUMENTS, TISSUES, category_kind
 
 __all__ = [
     "SceneObject",
+    "SyntheticDatasetSummary",
     "SyntheticFrame",
-    "SyntheticVideoConfig",
     "SyntheticVideo",
+    "SyntheticVideoConfig",
     "SyntheticVolume",
-    "make_synthetic_volume",
+    "add_arguments",
     "davis_palette",
+    "make_synthetic_volume",
+    "run",
     "write_davis_video",
     "write_nifti_volume",
-    "SyntheticDatasetSummary",
     "write_synthetic_dataset",
-    "add_arguments",
-    "run",
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -110,12 +112,16 @@ def fractal_noise(
     amplitude = 1.0
     largest = max(shape)
     for octave in range(octaves):
-        per_axis = [max(2, int(round(cells * 2**octave * n / largest)) + 2) for n in shape]
+        per_axis = [max(2, round(cells * 2**octave * n / largest) + 2) for n in shape]
         grid = rng.random(per_axis, dtype=np.float32)
         layer = grid
         # Interpolate one axis at a time: a chain of small matrix products, no per-pixel Python.
         for axis, n in enumerate(shape):
-            layer = np.moveaxis(np.tensordot(_interpolation_matrix(n, per_axis[axis]), np.moveaxis(layer, axis, 0), 1), 0, axis)
+            layer = np.moveaxis(
+                np.tensordot(_interpolation_matrix(n, per_axis[axis]), np.moveaxis(layer, axis, 0), 1),
+                0,
+                axis,
+            )
         total += amplitude * layer
         amplitude *= persistence
     low, high = float(total.min()), float(total.max())
@@ -263,7 +269,13 @@ TISSUE_COLORS: dict[str, tuple[float, float, float]] = {
     "polyp": (0.85, 0.42, 0.4),
 }
 
-_INSTANCE_TINTS = ((1.0, 1.0, 1.0), (0.86, 0.93, 1.12), (1.12, 1.02, 0.82), (0.95, 1.08, 0.95), (1.08, 0.9, 1.05))
+_INSTANCE_TINTS = (
+    (1.0, 1.0, 1.0),
+    (0.86, 0.93, 1.12),
+    (1.12, 1.02, 0.82),
+    (0.95, 1.08, 0.95),
+    (1.08, 0.9, 1.05),
+)
 
 
 @dataclass(frozen=True)
@@ -381,7 +393,9 @@ def _envelope(num_frames: int, intervals: list[tuple[int, int]], ramp: int) -> n
     return env
 
 
-def _smooth_path(rng: np.random.Generator, num_frames: int, periods: tuple[float, float], terms: int = 3) -> np.ndarray:
+def _smooth_path(
+    rng: np.random.Generator, num_frames: int, periods: tuple[float, float], terms: int = 3
+) -> np.ndarray:
     """A smooth zero-mean path in [-1, 1]: a sum of sinusoids with random periods and phases."""
     t = np.arange(num_frames, dtype=np.float64)
     path = np.zeros(num_frames)
@@ -406,7 +420,9 @@ class _Part:
     color: np.ndarray  # (3,)
 
 
-def _segment(xx: np.ndarray, yy: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _segment(
+    xx: np.ndarray, yy: np.ndarray, a: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distance to segment a->b, position along it in [0, 1], and signed perpendicular offset."""
     d = b - a
     length2 = max(float(d @ d), 1e-9)
@@ -464,8 +480,11 @@ def _instrument_parts(track: _InstrumentTrack, t: int, xx, yy, short_side: int) 
         # A wavy thread from outside the frame to its free end.
         points = [far + (tip - far) * k / 12 for k in range(13)]
         wave = 0.03 * short_side
-        points = [p + normal * wave * math.sin(k * 1.3 + track.wiggle_phase[t]) * (k > 0) for k, p in enumerate(points)]
-        return [_capsule(xx, yy, p, q, tip_r, tip_r, tip_color) for p, q in zip(points[:-1], points[1:])]
+        points = [
+            p + normal * wave * math.sin(k * 1.3 + track.wiggle_phase[t]) * (k > 0)
+            for k, p in enumerate(points)
+        ]
+        return [_capsule(xx, yy, p, q, tip_r, tip_r, tip_color) for p, q in itertools.pairwise(points)]
     if style.tip == "arc":
         # A free curved needle around the "tip" point, opening away from the entry.
         return [_arc(xx, yy, tip, tip_len, tip_r, track.angle[t] + np.pi / 2, np.pi * 1.1, tip_color)]
@@ -477,10 +496,24 @@ def _instrument_parts(track: _InstrumentTrack, t: int, xx, yy, short_side: int) 
         parts.append(_capsule(xx, yy, base, tip, tip_r, tip_r * 0.9, tip_color))
     elif style.tip == "hook":
         parts.append(_capsule(xx, yy, base, tip, tip_r, tip_r, tip_color))
-        parts.append(_capsule(xx, yy, tip, tip + 0.45 * tip_len * normal - 0.15 * tip_len * direction, tip_r, tip_r, tip_color))
+        parts.append(
+            _capsule(
+                xx,
+                yy,
+                tip,
+                tip + 0.45 * tip_len * normal - 0.15 * tip_len * direction,
+                tip_r,
+                tip_r,
+                tip_color,
+            )
+        )
     elif style.tip == "loop":
-        parts.append(_capsule(xx, yy, base, base + 0.2 * tip_len * direction, shaft_r, shaft_r * 0.8, tip_color))
-        parts.append(_arc(xx, yy, base + tip_len * 0.5 * direction, tip_len * 0.5, tip_r, 0.0, 2 * np.pi, tip_color))
+        parts.append(
+            _capsule(xx, yy, base, base + 0.2 * tip_len * direction, shaft_r, shaft_r * 0.8, tip_color)
+        )
+        parts.append(
+            _arc(xx, yy, base + tip_len * 0.5 * direction, tip_len * 0.5, tip_r, 0.0, 2 * np.pi, tip_color)
+        )
     else:  # jaws, scissors
         half = 0.5 * style.max_opening * track.opening[t]
         wrist = base - 0.8 * shaft_r * direction
@@ -533,12 +566,15 @@ class SyntheticVideo:
         self.seed = int(seed)
         rng = np.random.default_rng(self.seed)
         cfg = self.config
-        h, w, n = cfg.height, cfg.width, cfg.num_frames
+        h, w = cfg.height, cfg.width
         self._short_side = min(h, w)
-        self._world_shape = (int(math.ceil(h * self.WORLD_MARGIN)), int(math.ceil(w * self.WORLD_MARGIN)))
+        self._world_shape = (math.ceil(h * self.WORLD_MARGIN), math.ceil(w * self.WORLD_MARGIN))
 
         instrument_names = cfg.instrument_categories or tuple(
-            INSTRUMENTS[i] for i in rng.choice(len(INSTRUMENTS), cfg.num_instruments, replace=cfg.num_instruments > len(INSTRUMENTS))
+            INSTRUMENTS[i]
+            for i in rng.choice(
+                len(INSTRUMENTS), cfg.num_instruments, replace=cfg.num_instruments > len(INSTRUMENTS)
+            )
         )
         if cfg.tissue_categories is not None:
             tissue_names = cfg.tissue_categories
@@ -550,15 +586,21 @@ class SyntheticVideo:
         # Tissues lie below instruments; instruments get a random order among themselves.
         instrument_z = cfg.num_tissues + rng.permutation(cfg.num_instruments)
         tissue_z = rng.permutation(cfg.num_tissues)
-        objects = [SceneObject(i + 1, name, "instrument", int(instrument_z[i])) for i, name in enumerate(instrument_names)]
+        objects = [
+            SceneObject(i + 1, name, "instrument", int(instrument_z[i]))
+            for i, name in enumerate(instrument_names)
+        ]
         objects += [
-            SceneObject(cfg.num_instruments + i + 1, name, "tissue", int(tissue_z[i])) for i, name in enumerate(tissue_names)
+            SceneObject(cfg.num_instruments + i + 1, name, "tissue", int(tissue_z[i]))
+            for i, name in enumerate(tissue_names)
         ]
         self.objects: tuple[SceneObject, ...] = tuple(objects)
 
         self._build_world(rng)
         self._build_camera(rng)
-        self._tissues = [self._make_tissue_region(rng, obj.category) for obj in objects if obj.kind == "tissue"]
+        self._tissues = [
+            self._make_tissue_region(rng, obj.category) for obj in objects if obj.kind == "tissue"
+        ]
         self._annotators = [
             (offset, 0.08 * (fractal_noise(rng, self._world_shape, cells=6, octaves=2) - 0.5))
             for offset in np.linspace(-0.05, 0.05, cfg.num_annotators)
@@ -593,7 +635,9 @@ class SyntheticVideo:
         rgb = rgb * (1 - 0.7 * vessels[..., None]) + dark_red * (0.7 * vessels[..., None])
         self._world_rgb = rgb.astype(np.float32)
         # Wet-tissue speculars: small bright blobs where fine noise peaks.
-        self._speculars = _smoothstep(0.8, 0.9, fractal_noise(rng, shape, cells=30, octaves=2)).astype(np.float32)
+        self._speculars = _smoothstep(0.8, 0.9, fractal_noise(rng, shape, cells=30, octaves=2)).astype(
+            np.float32
+        )
 
     def _build_camera(self, rng: np.random.Generator) -> None:
         cfg = self.config
@@ -627,17 +671,31 @@ class SyntheticVideo:
         c, s = math.cos(theta), math.sin(theta)
         u = ((xx - cx) * c + (yy - cy) * s) / rx
         v = (-(xx - cx) * s + (yy - cy) * c) / ry
-        field_ = 1.0 - np.sqrt(u * u + v * v) + 0.45 * (fractal_noise(rng, self._world_shape, cells=4, octaves=3) - 0.5)
-        base = np.asarray(TISSUE_COLORS.get(category, (rng.uniform(0.6, 0.85), rng.uniform(0.3, 0.5), rng.uniform(0.3, 0.45))))
+        field_ = (
+            1.0
+            - np.sqrt(u * u + v * v)
+            + 0.45 * (fractal_noise(rng, self._world_shape, cells=4, octaves=3) - 0.5)
+        )
+        base = np.asarray(
+            TISSUE_COLORS.get(
+                category, (rng.uniform(0.6, 0.85), rng.uniform(0.3, 0.5), rng.uniform(0.3, 0.45))
+            )
+        )
         texture = 0.8 + 0.4 * fractal_noise(rng, self._world_shape, cells=8, octaves=4)
-        return _TissueRegion(field_.astype(np.float32), (base[None, None, :] * texture[..., None]).astype(np.float32))
+        return _TissueRegion(
+            field_.astype(np.float32), (base[None, None, :] * texture[..., None]).astype(np.float32)
+        )
 
-    def _make_track(self, rng: np.random.Generator, index: int, category: str, aim: np.ndarray | None) -> _InstrumentTrack:
+    def _make_track(
+        self, rng: np.random.Generator, index: int, category: str, aim: np.ndarray | None
+    ) -> _InstrumentTrack:
         cfg = self.config
         n, h, w = cfg.num_frames, cfg.height, cfg.width
         # Entry on a frame edge; instruments aim near the centre so that they cross.
-        side = ("left", "right", "bottom", "top")[(index + int(rng.integers(0, 2)) * 2) % 4] if index < 4 else rng.choice(
-            ["left", "right", "bottom", "top"]
+        side = (
+            ("left", "right", "bottom", "top")[(index + int(rng.integers(0, 2)) * 2) % 4]
+            if index < 4
+            else rng.choice(["left", "right", "bottom", "top"])
         )
         along = rng.uniform(0.25, 0.75)
         entry = {
@@ -668,7 +726,9 @@ class SyntheticVideo:
                 stain = np.array([1.0, rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.0)]) * rng.uniform(0.8, 1.1)
                 tint[start:end] *= stain
         wiggle = np.cumsum(np.full(n, 0.15)) + rng.uniform(0, 2 * np.pi)
-        return _InstrumentTrack(INSTRUMENT_STYLES[category], entry, target, angle, depth, opening, tint.astype(np.float32), wiggle)
+        return _InstrumentTrack(
+            INSTRUMENT_STYLES[category], entry, target, angle, depth, opening, tint.astype(np.float32), wiggle
+        )
 
     def _build_effects(self, rng: np.random.Generator) -> None:
         cfg = self.config
@@ -678,12 +738,18 @@ class SyntheticVideo:
         if cfg.smoke and n >= 4:
             episodes = [(int(0.45 * n), max(2, int(0.15 * n)))]
             if cfg.long:
-                episodes = [(int(s), int(rng.integers(30, 100))) for s in range(int(rng.integers(50, 200)), n, 300)]
+                episodes = [
+                    (int(s), int(rng.integers(30, 100))) for s in range(int(rng.integers(50, 200)), n, 300)
+                ]
             for start, length in episodes:
-                rise = np.clip((t - start) / max(1, length / 3), 0, 1) * np.clip((start + length - t) / max(1, length / 3), 0, 1)
+                rise = np.clip((t - start) / max(1, length / 3), 0, 1) * np.clip(
+                    (start + length - t) / max(1, length / 3), 0, 1
+                )
                 smoke = np.maximum(smoke, 0.55 * rise)
         self._smoke = smoke
-        self._smoke_field = fractal_noise(rng, (cfg.height * 2, cfg.width * 2), cells=3, octaves=3).astype(np.float32)
+        self._smoke_field = fractal_noise(rng, (cfg.height * 2, cfg.width * 2), cells=3, octaves=3).astype(
+            np.float32
+        )
         periods = (400.0, 1500.0) if cfg.long else (100.0, 200.0)
         self._gain = 1.0 + (0.15 if cfg.long else 0.05) * _smooth_path(rng, n, periods, terms=2)
         self._hue = (0.06 if cfg.long else 0.0) * _smooth_path(rng, n, periods, terms=2)
@@ -721,7 +787,7 @@ class SyntheticVideo:
             raise IndexError(f"frame {index} out of range for a {cfg.num_frames}-frame video")
         frame_rng = np.random.default_rng([self.seed, index])
         h, w = cfg.height, cfg.width
-        hidden_set = set(int(i) for i in hidden)
+        hidden_set = {int(i) for i in hidden}
 
         zoom = self._zoom[index]
         hw, ww = self._world_shape
@@ -746,10 +812,16 @@ class SyntheticVideo:
 
         # Speculars shift against the tissue: the light moves with the endoscope.
         parallax = 0.3
-        spec = _sample(self._speculars, ys + parallax * self._camera_y[index], xs + parallax * self._camera_x[index])
+        spec = _sample(
+            self._speculars, ys + parallax * self._camera_y[index], xs + parallax * self._camera_x[index]
+        )
         image = image + spec[..., None] * (1.0 - image) * 0.9
         hue = self._hue[index]
-        lighting = self._vignette[..., None] * self._gain[index] * np.array([1 + hue, 1 - hue / 2, 1 - hue], np.float32)
+        lighting = (
+            self._vignette[..., None]
+            * self._gain[index]
+            * np.array([1 + hue, 1 - hue / 2, 1 - hue], np.float32)
+        )
         image = image * lighting
 
         # Instruments, far to near.
@@ -768,7 +840,9 @@ class SyntheticVideo:
             image = self._apply_motion_blur(image, index)
         image = image + frame_rng.normal(0.0, 0.008, size=image.shape).astype(np.float32)
         image_u8 = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        return SyntheticFrame(index=index, image=image_u8, masks=masks, amodal_masks=amodal, annotator=annotator)
+        return SyntheticFrame(
+            index=index, image=image_u8, masks=masks, amodal_masks=amodal, annotator=annotator
+        )
 
     def _apply_smoke(self, image: np.ndarray, index: int) -> np.ndarray:
         strength = self._smoke[index]
@@ -789,14 +863,14 @@ class SyntheticVideo:
         length = math.hypot(dy, dx)
         if length < 1.5:
             return image
-        taps = min(int(math.ceil(length)), 12)
+        taps = min(math.ceil(length), 12)
         h, w = image.shape[:2]
         rows, cols = np.arange(h), np.arange(w)
         total = np.zeros_like(image)
         for k in range(taps):
             f = k / max(taps - 1, 1) - 0.5
-            r = np.clip(rows + int(round(f * dy)), 0, h - 1)
-            c = np.clip(cols + int(round(f * dx)), 0, w - 1)
+            r = np.clip(rows + round(f * dy), 0, h - 1)
+            c = np.clip(cols + round(f * dx), 0, w - 1)
             total += image[r][:, c]
         return total / taps
 
@@ -907,9 +981,15 @@ def make_synthetic_volume(
         angle = first_angle + 2 * np.pi * (label - 1) / num_organs + rng.uniform(-0.3, 0.3)
         spread = 0.4 if num_organs > 1 else 0.0
         centre = np.array(
-            [spread * math.cos(angle) * half_x, spread * 0.9 * math.sin(angle) * half_y, rng.uniform(-0.2, 0.2) * half_z]
+            [
+                spread * math.cos(angle) * half_x,
+                spread * 0.9 * math.sin(angle) * half_y,
+                rng.uniform(-0.2, 0.2) * half_z,
+            ]
         )
-        radii = np.array([rng.uniform(0.2, 0.3) * half_x, rng.uniform(0.2, 0.3) * half_y, rng.uniform(0.45, 0.75) * half_z])
+        radii = np.array(
+            [rng.uniform(0.2, 0.3) * half_x, rng.uniform(0.2, 0.3) * half_y, rng.uniform(0.45, 0.75) * half_z]
+        )
         rot = _random_rotation(rng, np.pi / 2)
         offsets = np.stack([xx - centre[0], yy - centre[1], zz - centre[2]], axis=-1) @ rot.T
         distance = np.sqrt(((offsets / radii) ** 2).sum(-1)) + 0.4 * warp * rng.uniform(0.6, 1.0)
@@ -1007,8 +1087,10 @@ def write_davis_video(video: SyntheticVideo, root: str | Path, name: str, progre
         jpg = Image.fromarray(frame.image)
         png = Image.fromarray(frame.label_map(obj_ids), mode="P")
         png.putpalette(palette)
-        _atomic_save(frame_dir / f"{frame.index:05d}.jpg", lambda tmp: jpg.save(tmp, format="JPEG", quality=95))
-        _atomic_save(annotation_dir / f"{frame.index:05d}.png", lambda tmp: png.save(tmp, format="PNG"))
+        _atomic_save(
+            frame_dir / f"{frame.index:05d}.jpg", partial(jpg.save, format="JPEG", quality=95, subsampling=0)
+        )
+        _atomic_save(annotation_dir / f"{frame.index:05d}.png", partial(png.save, format="PNG"))
 
 
 def write_nifti_volume(volume: SyntheticVolume, root: str | Path, name: str) -> tuple[Path, Path]:
@@ -1024,7 +1106,9 @@ def write_nifti_volume(volume: SyntheticVolume, root: str | Path, name: str) -> 
     root = Path(root)
     paths = (root / "images" / f"{name}.nii.gz", root / "labels" / f"{name}.nii.gz")
     arrays = (
-        np.round(volume.image).astype(np.int16) if volume.modality == "ct" else volume.image.astype(np.float32),
+        np.round(volume.image).astype(np.int16)
+        if volume.modality == "ct"
+        else volume.image.astype(np.float32),
         volume.labels.astype(np.uint8),
     )
     for path, array in zip(paths, arrays):
@@ -1032,7 +1116,7 @@ def write_nifti_volume(volume: SyntheticVolume, root: str | Path, name: str) -> 
         image.SetSpacing(volume.spacing)
         image.SetOrigin(volume.origin)
         image.SetDirection(tuple(float(v) for v in volume.direction.reshape(-1)))
-        _atomic_save(path, lambda tmp: sitk.WriteImage(image, str(tmp)))
+        _atomic_save(path, lambda tmp, image=image: sitk.WriteImage(image, str(tmp)))
     return paths
 
 
@@ -1129,7 +1213,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``sam2s synthesize`` to ``parser``."""
     parser.add_argument("--out", required=True, type=Path, help="folder to write the data set into")
     parser.add_argument("--videos", type=int, default=2, help="number of videos (default 2)")
-    parser.add_argument("--frames", type=int, default=48, help="frames per video (default 48; long mode >= 400)")
+    parser.add_argument(
+        "--frames", type=int, default=48, help="frames per video (default 48; long mode >= 400)"
+    )
     parser.add_argument("--height", type=int, default=256, help="frame height in pixels (default 256)")
     parser.add_argument("--width", type=int, default=256, help="frame width in pixels (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

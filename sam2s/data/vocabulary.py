@@ -22,9 +22,9 @@ __all__ = [
     "VOCABULARY",
     "CategoryKind",
     "category_kind",
+    "check_category",
     "is_instrument",
     "is_tissue",
-    "check_category",
 ]
 
 INSTRUMENTS: tuple[str, ...] = (

@@ -16,31 +16,46 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from sam2s.evaluation.aggregate import BenchmarkScore, ObjectScore, SubsetScore, VideoScore, VideoScorer, score_video
-from sam2s.evaluation.clicks import PROTOCOLS, Click, Protocol, box_from_mask, first_click, mask_centre, next_click
+from sam2s.evaluation.aggregate import (
+    BenchmarkScore,
+    ObjectScore,
+    SubsetScore,
+    VideoScore,
+    VideoScorer,
+    score_video,
+)
+from sam2s.evaluation.clicks import (
+    PROTOCOLS,
+    Click,
+    Protocol,
+    box_from_mask,
+    first_click,
+    mask_centre,
+    next_click,
+)
 from sam2s.evaluation.metrics import boundary_f_measure, frame_jf, region_similarity
 
 __all__ = [
-    "frame_jf",
-    "region_similarity",
-    "boundary_f_measure",
-    "ObjectScore",
-    "VideoScore",
-    "SubsetScore",
-    "BenchmarkScore",
-    "VideoScorer",
-    "score_video",
-    "Click",
-    "Protocol",
     "PROTOCOLS",
-    "mask_centre",
-    "first_click",
-    "next_click",
-    "box_from_mask",
+    "BenchmarkScore",
+    "Click",
     "EvaluationResult",
     "ObjectPrompt",
+    "ObjectScore",
+    "Protocol",
+    "SubsetScore",
+    "VideoScore",
+    "VideoScorer",
+    "boundary_f_measure",
+    "box_from_mask",
     "evaluate",
     "evaluate_video",
+    "first_click",
+    "frame_jf",
+    "mask_centre",
+    "next_click",
+    "region_similarity",
+    "score_video",
     "write_report",
 ]
 

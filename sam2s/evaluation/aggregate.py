@@ -29,7 +29,16 @@ import numpy as np
 
 from sam2s.evaluation.metrics import frame_jf
 
-__all__ = ["ObjectScore", "VideoScore", "SubsetScore", "BenchmarkScore", "VideoScorer", "score_video", "summarize_subset", "summarize"]
+__all__ = [
+    "BenchmarkScore",
+    "ObjectScore",
+    "SubsetScore",
+    "VideoScore",
+    "VideoScorer",
+    "score_video",
+    "summarize",
+    "summarize_subset",
+]
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -194,7 +203,9 @@ class VideoScorer:
         skip_first_and_last: drop the first and last fed frame (DAVIS rule).
     """
 
-    def __init__(self, name: str, categories: Mapping[int, str] | None = None, skip_first_and_last: bool = True) -> None:
+    def __init__(
+        self, name: str, categories: Mapping[int, str] | None = None, skip_first_and_last: bool = True
+    ) -> None:
         self.name = name
         self.categories = dict(categories or {})
         self.skip_first_and_last = skip_first_and_last
@@ -211,9 +222,13 @@ class VideoScorer:
         pred = np.asarray(pred)
         gt = np.asarray(gt)
         if pred.shape != gt.shape or pred.ndim != 2:
-            raise ValueError(f"{self.name} frame {frame_index}: prediction {pred.shape} and ground truth {gt.shape} must be equal 2D shapes")
+            raise ValueError(
+                f"{self.name} frame {frame_index}: prediction {pred.shape} and ground truth {gt.shape} must be equal 2D shapes"
+            )
         if self._frames and frame_index <= self._frames[-1].index:
-            raise ValueError(f"{self.name}: frames must be added in increasing order ({frame_index} after {self._frames[-1].index})")
+            raise ValueError(
+                f"{self.name}: frames must be added in increasing order ({frame_index} after {self._frames[-1].index})"
+            )
         gt_ids = frozenset(int(i) for i in np.unique(gt) if i != 0)
         pred_ids = frozenset(int(i) for i in np.unique(pred) if i != 0)
         record = _FrameRecord(frame_index, gt_ids)
@@ -240,7 +255,9 @@ class VideoScorer:
                 indices.append(record.index)
                 js.append(float(j))
                 fs.append(float(f))
-            objects.append(ObjectScore(obj_id, self.categories.get(obj_id), tuple(indices), tuple(js), tuple(fs)))
+            objects.append(
+                ObjectScore(obj_id, self.categories.get(obj_id), tuple(indices), tuple(js), tuple(fs))
+            )
         return VideoScore(self.name, tuple(objects), num_frames=num_frames, seconds=seconds)
 
 

@@ -33,14 +33,14 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "PROTOCOLS",
     "Click",
     "Protocol",
-    "PROTOCOLS",
-    "parse_protocol",
-    "mask_centre",
-    "first_click",
-    "next_click",
     "box_from_mask",
+    "first_click",
+    "mask_centre",
+    "next_click",
+    "parse_protocol",
 ]
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)

@@ -23,7 +23,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["boundary_map", "boundary_tolerance", "region_similarity", "boundary_f_measure", "frame_jf"]
+__all__ = ["boundary_f_measure", "boundary_map", "boundary_tolerance", "frame_jf", "region_similarity"]
 
 BOUNDARY_FRACTION = 0.008
 

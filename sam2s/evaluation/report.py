@@ -19,7 +19,14 @@ from sam2s.evaluation.aggregate import BenchmarkScore, ObjectScore, SubsetScore,
 if TYPE_CHECKING:
     from sam2s.evaluation.runner import EvaluationResult
 
-__all__ = ["ReportFiles", "save_atomically", "result_to_dict", "markdown_report", "plot_per_frame_jf", "write_report"]
+__all__ = [
+    "ReportFiles",
+    "markdown_report",
+    "plot_per_frame_jf",
+    "result_to_dict",
+    "save_atomically",
+    "write_report",
+]
 
 
 def save_atomically(path: str | Path, save: Callable[[Path], Any]) -> Path:
@@ -132,9 +139,15 @@ def markdown_report(result: EvaluationResult) -> str:
         lines.append(
             f"| {s.name} | {len(s.videos)} | {_pct(s.jf)} | {_pct(s.j)} | {_pct(s.f)} | {_pct(s.object_jf)} | {_fps(s.fps)} |"
         )
-    lines.append(f"| **average** | {sum(len(s.videos) for s in scores.subsets)} | **{_pct(scores.jf)}** | "
-                 f"{_pct(scores.j)} | {_pct(scores.f)} |  | {_fps(scores.fps)} |")
-    lines += ["", "| subset | video | objects | J&F | J | F | frames | FPS |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines.append(
+        f"| **average** | {sum(len(s.videos) for s in scores.subsets)} | **{_pct(scores.jf)}** | "
+        f"{_pct(scores.j)} | {_pct(scores.f)} |  | {_fps(scores.fps)} |"
+    )
+    lines += [
+        "",
+        "| subset | video | objects | J&F | J | F | frames | FPS |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in scores.subsets:
         for v in s.videos:
             lines.append(

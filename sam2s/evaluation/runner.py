@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol as TypingProtocol
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 import numpy as np
 from PIL import Image
@@ -40,12 +41,12 @@ from sam2s.evaluation.aggregate import BenchmarkScore, SubsetScore, VideoScore, 
 from sam2s.evaluation.clicks import Protocol, box_from_mask, first_click, next_click, parse_protocol
 
 __all__ = [
-    "ObjectPrompt",
     "EvaluationResult",
+    "ObjectPrompt",
+    "add_arguments",
+    "discover_subsets",
     "evaluate",
     "evaluate_video",
-    "discover_subsets",
-    "add_arguments",
     "run",
 ]
 
@@ -59,7 +60,9 @@ class _FrameOutput(TypingProtocol):
 class _Session(TypingProtocol):
     def add_prompt(self, frame_index: int, obj_id: int, **prompt: Any) -> Any: ...
 
-    def propagate(self, direction: str = ..., start_frame: int | None = ..., max_frames: int | None = ...) -> Iterator[_FrameOutput]: ...
+    def propagate(
+        self, direction: str = ..., start_frame: int | None = ..., max_frames: int | None = ...
+    ) -> Iterator[_FrameOutput]: ...
 
 
 class _Predictor(TypingProtocol):
@@ -132,7 +135,9 @@ def _predict_one_frame(session: _Session, frame_index: int) -> _FrameOutput:
     try:
         output = next(iter(outputs))
     except StopIteration as err:
-        raise RuntimeError(f"the predictor yielded nothing for frame {frame_index} with start_frame={frame_index}, max_frames=1") from err
+        raise RuntimeError(
+            f"the predictor yielded nothing for frame {frame_index} with start_frame={frame_index}, max_frames=1"
+        ) from err
     finally:
         close = getattr(outputs, "close", None)
         if close is not None:
@@ -174,7 +179,9 @@ def _prompt_objects(
     clicks = {obj_id: [first_click(gt)] for obj_id, (_, gt) in appearances.items()}
     for obj_id, (frame_index, _) in appearances.items():
         click = clicks[obj_id][0]
-        session.add_prompt(frame_index=frame_index, obj_id=obj_id, points=[[click.x, click.y]], labels=[click.label])
+        session.add_prompt(
+            frame_index=frame_index, obj_id=obj_id, points=[[click.x, click.y]], labels=[click.label]
+        )
     frames = sorted({f for f, _ in appearances.values()})
     for _ in range(protocol.num_clicks - 1):
         for frame_index in frames:
@@ -194,7 +201,9 @@ def _prompt_objects(
                     labels=[c.label for c in clicks[obj_id]],
                 )
     return tuple(
-        ObjectPrompt(o, f, points=tuple((c.x, c.y) for c in clicks[o]), labels=tuple(c.label for c in clicks[o]))
+        ObjectPrompt(
+            o, f, points=tuple((c.x, c.y) for c in clicks[o]), labels=tuple(c.label for c in clicks[o])
+        )
         for o, (f, _) in appearances.items()
     )
 
@@ -260,7 +269,9 @@ def evaluate_video(
         while next_annotated < len(annotated) and annotated[next_annotated] < t:
             skipped = annotated[next_annotated]
             if skipped >= earliest_prompt:
-                raise RuntimeError(f"video {record.name!r}: the predictor skipped frame {skipped} during forward propagation")
+                raise RuntimeError(
+                    f"video {record.name!r}: the predictor skipped frame {skipped} during forward propagation"
+                )
             score(skipped, empty)
             next_annotated += 1
         if next_annotated < len(annotated) and annotated[next_annotated] == t:
@@ -338,7 +349,9 @@ def discover_subsets(root: str | Path) -> dict[str, VideoDataset]:
         return {root.name: VideoDataset(root)}
     subsets = {p.name: VideoDataset(p) for p in sorted(root.iterdir()) if (p / "JPEGImages").is_dir()}
     if not subsets:
-        raise DatasetError(f"{root} holds no JPEGImages/ folder, nor any sub-folder with one (one per test subset)")
+        raise DatasetError(
+            f"{root} holds no JPEGImages/ folder, nor any sub-folder with one (one per test subset)"
+        )
     return subsets
 
 
@@ -349,17 +362,32 @@ def discover_subsets(root: str | Path) -> dict[str, VideoDataset]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``sam2s evaluate`` to ``parser``."""
-    parser.add_argument("dataset", type=Path, help="dataset folder (JPEGImages/ + Annotations/) or a folder of subsets")
-    parser.add_argument("--protocol", default="3click", choices=["1click", "3click", "5click", "box", "mask"],
-                        help="first-frame prompts (default 3click, as in the paper)")
+    parser.add_argument(
+        "dataset", type=Path, help="dataset folder (JPEGImages/ + Annotations/) or a folder of subsets"
+    )
+    parser.add_argument(
+        "--protocol",
+        default="3click",
+        choices=["1click", "3click", "5click", "box", "mask"],
+        help="first-frame prompts (default 3click, as in the paper)",
+    )
     parser.add_argument("--model", default="sam2s_demo", help="model config name (default sam2s_demo)")
-    parser.add_argument("--checkpoint", default="demo",
-                        help="checkpoint path, 'demo' for the shipped weights, or 'none' for random weights (default demo)")
+    parser.add_argument(
+        "--checkpoint",
+        default="demo",
+        help="checkpoint path, 'demo' for the shipped weights, or 'none' for random weights (default demo)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--out", type=Path, default=Path("evaluation"), help="report folder (default ./evaluation)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("evaluation"), help="report folder (default ./evaluation)"
+    )
     parser.add_argument("--videos", nargs="+", default=None, help="evaluate only these videos")
-    parser.add_argument("--save-masks", action="store_true", help="also write predicted masks as PNGs under --out/masks")
-    parser.add_argument("--all-frames", action="store_true", help="score the first and last frame too (not the DAVIS rule)")
+    parser.add_argument(
+        "--save-masks", action="store_true", help="also write predicted masks as PNGs under --out/masks"
+    )
+    parser.add_argument(
+        "--all-frames", action="store_true", help="score the first and last frame too (not the DAVIS rule)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
