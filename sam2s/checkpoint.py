@@ -25,6 +25,7 @@ __all__ = [
     "SAM2S_ONLY_PREFIXES",
     "build_model",
     "load_checkpoint",
+    "save_checkpoint",
     "read_state_dict",
     "resolve_device",
     "demo_checkpoint_path",
@@ -161,7 +162,13 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
             + "; ".join(mismatched[:5]) + (" ..." if len(mismatched) > 5 else "")
         )
     missing = [k for k in expected if k not in state and not k.startswith(SAM2S_ONLY_PREFIXES)]
-    unexpected = [k for k in state if k not in expected]
+    unexpected = [k for k in state if k not in expected and not k.startswith(SAM2S_ONLY_PREFIXES)]
+    unused = [k for k in state if k not in expected and k.startswith(SAM2S_ONLY_PREFIXES)]
+    if unused:
+        # a SAM2S checkpoint evaluated with some SAM2S parts switched off (or as plain SAM 2.1)
+        logger.warning("config %r does not use %d SAM2S parameter tensor(s) of %s (e.g. %s); ignored",
+                       config.name, len(unused), path, unused[0])
+        state = {k: v for k, v in state.items() if k not in unused}
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint {str(path)!r} does not fit config {config.name!r}: "
@@ -170,8 +177,39 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
     model.load_state_dict(state, strict=False)
     absent = [k for k in expected if k not in state]
     if absent:
-        logger.info("initialised %d SAM2S-only parameter tensor(s) absent from %s", len(absent), path)
+        # e.g. a SAM 2.1 checkpoint in a SAM2S model: derive what can be derived from SAM 2.1
+        init_absent = getattr(model, "init_absent_parameters", None)
+        derived = init_absent(absent) if init_absent is not None else []
+        logger.info("initialised %d SAM2S-only parameter tensor(s) absent from %s (%d from SAM 2.1 weights)",
+                    len(absent), path, len(derived))
+    apply_extras = getattr(model, "apply_checkpoint_extras", None)
+    if apply_extras is not None:
+        apply_extras(extras)
     return extras
+
+
+def save_checkpoint(model: torch.nn.Module, path: str | Path, **extras: Any) -> Path:
+    """Write ``{"model": state_dict, "config": ..., <model extras>, **extras}`` atomically.
+
+    The model's own extras (a SAM2S model's class bank) are included; every entry is plain data,
+    so the file loads back with ``torch.load(..., weights_only=True)``.
+
+    Returns:
+        The path written.
+    """
+    from sam2s.semantics.vocabulary_bank import write_atomically
+
+    path = Path(path)
+    payload: dict[str, Any] = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    config = getattr(model, "config", None)
+    if isinstance(config, ModelConfig):
+        payload["config"] = config.to_dict()
+    model_extras = getattr(model, "checkpoint_extras", None)
+    if model_extras is not None:
+        payload.update(model_extras())
+    payload.update(extras)
+    write_atomically(path, lambda handle: torch.save(payload, handle))
+    return path
 
 
 def build_model(
@@ -194,11 +232,12 @@ def build_model(
         The model in eval mode on ``device``.
     """
     from sam2s.modeling.sam2 import SAM2Model
+    from sam2s.modeling.sam2s_model import SAM2SModel
 
     config = name if isinstance(name, ModelConfig) else load_config(name)
     if overrides:
         config = config.replace(**overrides)
-    model = SAM2Model(config)
+    model = SAM2SModel(config) if config.is_sam2s else SAM2Model(config)
     if checkpoint is not None:
         path = demo_checkpoint_path() if str(checkpoint) == "demo" else Path(checkpoint)
         load_checkpoint(model, path)

@@ -99,22 +99,45 @@ class TrackerConfig:
 
 @dataclass
 class DiveMemConfig:
-    """DiveMem (SAM2S): diverse long-term memory. Off means SAM 2's recent-frame window."""
+    """DiveMem (SAM2S): diverse long-term memory. Off means SAM 2's recent-frame window.
+
+    Attributes:
+        enabled: keep a long-term bank (:class:`sam2s.memory.divemem.DiveMemPolicy`).
+        temporal_embeddings: learnable conditioning / short-term / long-term temporal embeddings
+            (``divemem_tpos_enc``) instead of SAM 2's ``maskmem_tpos_enc``.
+        num_long_term: N_l, size of the long-term FIFO (the first prompted memory comes on top).
+        stable_frames: Δ, consecutive confident frames before a frame becomes a candidate.
+        iou_threshold: γ, predicted IoU a frame must exceed to count as confident.
+        buffer_size: candidates collected before the least similar one joins the bank.
+        long_term_pointers: also attend to the object pointers of long-term frames.
+    """
 
     enabled: bool = False
     temporal_embeddings: bool = True
     num_long_term: int = 4
     stable_frames: int = 5
     iou_threshold: float = 0.95
+    buffer_size: int = 5
+    long_term_pointers: bool = True
 
 
 @dataclass
 class SemanticConfig:
-    """Temporal semantic learning (SAM2S): a class token and a text-embedding class bank."""
+    """Temporal semantic learning (SAM2S): a class token and a text-embedding class bank.
+
+    Attributes:
+        enabled: build :class:`~sam2s.modeling.semantic_head.TemporalSemanticHead`.
+        text_dim: width of the class-bank text embeddings (384 for MiniLM, 512 for CLIP ViT-B).
+        num_heads: attention heads of the head's two cross-attention steps.
+        mlp_dim: hidden width of the head's MLP block.
+        logit_scale: cosine-similarity multiplier before the softmax over categories (paper: 100).
+    """
 
     enabled: bool = False
     text_dim: int = 384
     num_heads: int = 8
+    mlp_dim: int = 1024
+    logit_scale: float = 100.0
 
 
 @dataclass

@@ -231,6 +231,35 @@ class Session:
         self.objects.clear()
         self._features = None
 
+    def held_bytes(self) -> int:
+        """Bytes of tensor storage the session holds (memories, prompts, cached features).
+
+        This is what must not grow with the video length; benchmarks and tests watch it.
+        """
+        seen: dict[int, int] = {}
+
+        def add(tensor: torch.Tensor | None) -> None:
+            if tensor is not None:
+                storage = tensor.untyped_storage()
+                seen[storage.data_ptr()] = storage.nbytes()
+
+        for obj in self.objects.values():
+            for memory in (*obj.memory.conditioning.values(), *obj.memory.pending.values(), *obj.memory.recent.values()):
+                for tensor in memory.tensors():
+                    add(tensor)
+            for point in obj.prompts.points.values():
+                add(point.coords)
+                add(point.labels)
+            for mask in obj.prompts.masks.values():
+                add(mask)
+            for tensor in obj.policy.held_tensors():
+                add(tensor)
+        if self._features is not None:
+            features = self._features[1]
+            for tensor in (features.vision, features.vision_pos, *features.high_res):
+                add(tensor)
+        return sum(seen.values())
+
     # ------------------------------------------------------------------ saving and resuming
     def state_dict(self) -> dict:
         """Everything the session remembers, as tensors and plain values.
