@@ -470,3 +470,22 @@ def test_write_report_handles_unscored_video(tmp_path):
     data = json.loads(files.json.read_text())
     assert data["subsets"][0]["videos"][0]["jf"] is None
     assert "n/a" in files.markdown.read_text()
+
+
+@pytest.mark.slow
+def test_evaluate_with_the_real_video_predictor(tmp_path):
+    """The runner drives the project's own predictor through the public API (random mini model)."""
+    import sam2s
+    from sam2s.data.synthetic import SyntheticVideo, SyntheticVideoConfig, write_davis_video
+
+    config = SyntheticVideoConfig(num_frames=3, height=32, width=32, num_instruments=0, num_tissues=1)
+    write_davis_video(SyntheticVideo(config, seed=1), tmp_path, "clip", progress=False)
+    model = sam2s.build_model("sam2.1_hiera_mini", checkpoint=None, device="cpu")
+    result = evaluate(lambda: sam2s.VideoPredictor(model), VideoDataset(tmp_path), "3click", progress=False)
+    (video,) = result.scores.subsets[0].videos
+    assert video.num_frames == 3 and video.fps > 0
+    (obj,) = video.objects
+    assert obj.obj_id == 1 and obj.frame_indices == (1,)
+    assert 0.0 <= obj.jf <= 1.0
+    (prompt,) = result.prompts["clip"]
+    assert prompt.frame_index == 0 and 1 <= len(prompt.points) <= 3
