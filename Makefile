@@ -22,7 +22,7 @@ $(STAMP): requirements/pins.txt $(LOCK) pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 demo: $(STAMP)
 	$(PY) -m sam2s.cli demo

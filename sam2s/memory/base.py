@@ -207,6 +207,10 @@ class MemoryPolicy(ABC):
     def reset(self) -> None:
         """Forget policy state (the session was reset)."""
 
+    def held_tensors(self) -> list[torch.Tensor]:
+        """Tensors the policy keeps beyond the object's stores (for memory accounting)."""
+        return []
+
     def state_dict(self) -> dict:
         """Policy state to save with a session (tensors, ints, lists, dicts only)."""
         return {}
