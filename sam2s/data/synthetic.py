@@ -294,6 +294,8 @@ class SyntheticVideoConfig:
             needs ``num_frames >= 400``.
         smoke: add smoke episodes.
         motion_blur: blur frames when the camera jerks.
+        camera_motion: move and zoom the camera; off gives a static view (tests of annotation
+            jitter and of tracking without global motion).
         num_annotators: simulated annotators whose tissue boundaries disagree.
     """
 
@@ -307,6 +309,7 @@ class SyntheticVideoConfig:
     long: bool = False
     smoke: bool = True
     motion_blur: bool = True
+    camera_motion: bool = True
     num_annotators: int = 3
 
     def __post_init__(self) -> None:
@@ -658,6 +661,11 @@ class SyntheticVideo:
         self._camera_y = cy
         self._camera_x = cx
         self._zoom = 1.0 + 0.08 * _smooth_path(rng, n, periods, terms=2)
+        if not cfg.camera_motion:
+            # Random draws above still happen, so the rest of the scene is the same with or without.
+            self._camera_y = np.zeros(n)
+            self._camera_x = np.zeros(n)
+            self._zoom = np.ones(n)
 
     def _make_tissue_region(self, rng: np.random.Generator, category: str) -> _TissueRegion:
         hw, ww = self._world_shape
