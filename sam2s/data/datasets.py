@@ -499,7 +499,8 @@ class VideoDataset:
             labels = read_label_png(annotation.label_map)
             return np.stack([labels == i for i in obj_ids]) if obj_ids else np.zeros((0, *labels.shape), bool)
         paths = dict(annotation.object_masks)
-        height, width = self.read_frame(record, frame_index).shape[:2]
+        with Image.open(record.frame_paths[frame_index]) as frame:  # reads the header only
+            width, height = frame.size
         masks = np.zeros((len(obj_ids), height, width), dtype=bool)
         for channel, obj_id in enumerate(obj_ids):
             if obj_id in paths:
