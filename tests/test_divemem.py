@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import io
 import weakref
 
 import pytest
@@ -246,3 +247,38 @@ def test_reset_forgets_everything():
         run.step(make_frame(t, embedding=axis(t % EMBED_DIM)))
     run.policy.reset()
     assert list(run.policy.long_term) == [] and run.policy.candidates == [] and run.policy.run_length == 0
+
+
+def test_saved_state_restores_the_same_selection():
+    run = Tracker()
+    for t in range(1, 41):
+        run.step(make_frame(t, embedding=axis(t % EMBED_DIM)))
+    assert len(run.policy.long_term) == 4 and run.policy.candidates
+
+    def save_and_load(value):
+        buffer = io.BytesIO()
+        torch.save(value, buffer)
+        buffer.seek(0)
+        return torch.load(buffer, weights_only=True)
+
+    # saved apart, so the bank's tensors are not the very objects of the store (as after a move
+    # to another device); the policy must still recognise the frames the window attends
+    saved = {"policy": save_and_load(run.policy.state_dict()),
+             "recent": save_and_load([m.to_dict() for m in run.memory.recent.values()])}
+
+    restored = Tracker()
+    for data in saved["recent"]:
+        restored.memory.recent.put(FrameMemory.from_dict(data))
+    restored.policy.load_state_dict(saved["policy"], restored.memory)
+    assert restored.policy.held_tensors() and len(restored.policy.held_tensors()) == len(run.policy.held_tensors())
+    for t in range(41, 60):  # both go on tracking the same frames
+        frame = make_frame(t, embedding=axis((3 * t) % EMBED_DIM))
+        run.step(frame)
+        restored.step(FrameMemory.from_dict(frame.to_dict()))
+        ours, theirs = run.selections[t], restored.selections[t]
+        assert [(f.kind, f.temporal_slot) for f in ours.frames] == [(f.kind, f.temporal_slot) for f in theirs.frames]
+        assert [d for d, _ in ours.pointers] == [d for d, _ in theirs.pointers]
+    assert [m.frame_index for m in run.policy.long_term] == [m.frame_index for m in restored.policy.long_term]
+    # a session saved without DiveMem restores an empty bank
+    restored.policy.load_state_dict({}, restored.memory)
+    assert list(restored.policy.long_term) == [] and restored.policy.candidates == []

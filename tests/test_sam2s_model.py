@@ -31,6 +31,16 @@ GRID_TOKENS = 8 * 8  # memory tokens per frame at input size 128
 POINTER_TOKENS = 256 // 64  # an object pointer is split into C / mem_dim tokens
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: one thread is as fast alone and many times faster than two when
+    other processes share the cores (two threads then spend their time waiting on each other)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def make_confident(model: SAM2Model) -> None:
     """Random weights put the object score near 0; scale and shift the score head so objects are
     present with a clear margin (otherwise every tracked mask would be -1024 and comparisons moot)."""
@@ -211,6 +221,38 @@ def test_divemem_long_term_memory_reaches_memory_attention_after_a_long_absence(
         assert torch.equal(with_divemem[t].logits, window[t].logits), f"frame {t}"
     after_return = [t for t in range(220, 230) if not torch.equal(with_divemem[t].logits, window[t].logits)]
     assert after_return == list(range(220, 230))
+
+
+def test_a_resumed_divemem_session_tracks_on_exactly(sam21_checkpoint, tmp_path):
+    model = build_model("sam2s_mini", checkpoint=sam21_checkpoint)
+    iou_head = model.sam_mask_decoder.iou_prediction_head.layers[-1]
+    with torch.no_grad():  # predicted IoU > 0.95 so that the candidate rule fires (random weights)
+        iou_head.weight.mul_(0.05)
+        iou_head.bias.fill_(6.0)
+    model.set_vocabulary(random_bank())
+    frames = moving_shapes(36)
+
+    def start():
+        return Session(VideoPredictor(model), ArraySource(frames))
+
+    whole = start()
+    whole.add_prompt(0, 1, points=[[24, 24]], labels=[1])
+    expected = {r.frame_index: r for r in whole.propagate("forward")}
+
+    first = start()
+    first.add_prompt(0, 1, points=[[24, 24]], labels=[1])
+    list(first.propagate("forward", max_frames=26))
+    assert len(first.objects[1].policy.long_term) == 4
+    torch.save(first.state_dict(), tmp_path / "session.pt")
+    resumed = start()
+    resumed.load_state_dict(torch.load(tmp_path / "session.pt", weights_only=True))
+    rest = list(resumed.propagate("forward", start_frame=26))
+    assert [r.frame_index for r in rest] == list(range(26, 36))
+    for result in rest:
+        assert torch.equal(result.logits, expected[result.frame_index].logits), result.frame_index
+        assert result.class_scores == expected[result.frame_index].class_scores
+    policy = resumed.objects[1].policy
+    assert [m.frame_index for m in policy.long_term] == [m.frame_index for m in whole.objects[1].policy.long_term]
 
 
 # ---------------------------------------------------------------------------------- TSL

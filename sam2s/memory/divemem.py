@@ -45,7 +45,8 @@ the backward pass keeps the forward pass's long-term memories (as spatial memory
 lie in its future and are not used).
 
 State is bounded for any video length: the policy holds references to at most ``num_long_term``
-bank frames and ``buffer_size`` candidates, plus a few integers.
+bank frames and ``buffer_size`` candidates, plus a few integers. A saved session carries that
+state (:meth:`DiveMemPolicy.state_dict`), so a resumed session tracks on exactly as before.
 """
 
 from __future__ import annotations
@@ -178,6 +179,42 @@ class DiveMemPolicy(SAM2WindowPolicy):
         self.long_term.clear()
         self._break_run()
         self._last_seen = None
+
+    def held_tensors(self) -> list[torch.Tensor]:
+        return [t for frame in (*self.long_term, *self.candidates) for t in frame.tensors()]
+
+    def state_dict(self) -> dict:
+        return {
+            "first_prompted": -1 if self.first_prompted is None else self.first_prompted,
+            "long_term": [frame.to_dict() for frame in self.long_term],
+            "candidates": [frame.to_dict() for frame in self.candidates],
+            "run_length": self.run_length,
+            "last_seen": [] if self._last_seen is None else [self._last_seen[0], int(self._last_seen[1])],
+        }
+
+    def load_state_dict(self, state: dict, memory: ObjectMemory, device: torch.device | str = "cpu") -> None:
+        self.reset()
+        if not state:  # saved by a session without DiveMem
+            return
+
+        def restore(data: dict) -> FrameMemory:
+            # Share the restored store's object for the same frame, as before saving: select()
+            # recognises a memory the window already attends by identity.
+            saved = FrameMemory.from_dict(data, device)
+            cached = memory.recent.get(saved.frame_index)
+            same = (
+                cached is not None and cached.features is not None and saved.features is not None
+                and torch.equal(cached.features, saved.features)
+            )
+            return cached if same else saved
+
+        first = int(state["first_prompted"])
+        self.first_prompted = None if first < 0 else first
+        self.long_term.extend(restore(data) for data in state["long_term"])
+        self.candidates = [restore(data) for data in state["candidates"]]
+        self.run_length = int(state["run_length"])
+        last = state["last_seen"]
+        self._last_seen = (int(last[0]), bool(last[1])) if last else None
 
     # ------------------------------------------------------------------ runs and passes
     def _continues(self, frame_index: int, reverse: bool) -> bool:
