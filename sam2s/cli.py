@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synthesize": ("sam2s.data.synthetic", "write a synthetic surgical video / volume dataset"),
     "convert": ("sam2s.convert", "turn a SAM 2.1 checkpoint into a SAM2S checkpoint"),
     "build-vocabulary": ("sam2s.semantics.text_encoders", "(re)build the class-embedding bank from a vocabulary"),
+    "train": ("sam2s.training.trainer", "train SAM2S (one process, or several under torchrun)"),
 }
 
 
