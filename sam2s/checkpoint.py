@@ -21,15 +21,15 @@ import torch
 from sam2s.config import ModelConfig, load_config
 
 __all__ = [
-    "CheckpointError",
     "SAM2S_ONLY_PREFIXES",
+    "CheckpointError",
     "build_model",
-    "load_checkpoint",
-    "save_checkpoint",
-    "read_state_dict",
-    "resolve_device",
     "demo_checkpoint_path",
     "describe_architecture",
+    "load_checkpoint",
+    "read_state_dict",
+    "resolve_device",
+    "save_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -166,8 +166,13 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
     unused = [k for k in state if k not in expected and k.startswith(SAM2S_ONLY_PREFIXES)]
     if unused:
         # a SAM2S checkpoint evaluated with some SAM2S parts switched off (or as plain SAM 2.1)
-        logger.warning("config %r does not use %d SAM2S parameter tensor(s) of %s (e.g. %s); ignored",
-                       config.name, len(unused), path, unused[0])
+        logger.warning(
+            "config %r does not use %d SAM2S parameter tensor(s) of %s (e.g. %s); ignored",
+            config.name,
+            len(unused),
+            path,
+            unused[0],
+        )
         state = {k: v for k, v in state.items() if k not in unused}
     if missing or unexpected:
         raise CheckpointError(
@@ -180,8 +185,12 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
         # e.g. a SAM 2.1 checkpoint in a SAM2S model: derive what can be derived from SAM 2.1
         init_absent = getattr(model, "init_absent_parameters", None)
         derived = init_absent(absent) if init_absent is not None else []
-        logger.info("initialised %d SAM2S-only parameter tensor(s) absent from %s (%d from SAM 2.1 weights)",
-                    len(absent), path, len(derived))
+        logger.info(
+            "initialised %d SAM2S-only parameter tensor(s) absent from %s (%d from SAM 2.1 weights)",
+            len(absent),
+            path,
+            len(derived),
+        )
     apply_extras = getattr(model, "apply_checkpoint_extras", None)
     if apply_extras is not None:
         apply_extras(extras)

@@ -22,7 +22,7 @@ from pathlib import Path
 from sam2s.checkpoint import CheckpointError, build_model, read_state_dict, save_checkpoint
 from sam2s.config import ModelConfig, available_configs, load_config
 
-__all__ = ["add_arguments", "run", "convert_checkpoint", "guess_sam2s_config"]
+__all__ = ["add_arguments", "convert_checkpoint", "guess_sam2s_config", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +31,14 @@ def guess_sam2s_config(state: dict) -> str:
     """The shipped SAM2S config whose trunk (width, depth) matches a SAM 2.1 state dict."""
     patch = state.get("image_encoder.trunk.patch_embed.proj.weight")
     if patch is None:
-        raise CheckpointError("the checkpoint has no image_encoder.trunk.patch_embed.proj.weight: not a SAM 2.1 model")
+        raise CheckpointError(
+            "the checkpoint has no image_encoder.trunk.patch_embed.proj.weight: not a SAM 2.1 model"
+        )
     width = int(patch.shape[0])
     depth = len({k.split(".")[3] for k in state if k.startswith("image_encoder.trunk.blocks.")})
-    candidates = [name for name in available_configs() if name.startswith("sam2s_")]
+    # the released sizes first, then small ones (mini, demo)
+    names = [name for name in available_configs() if name.startswith("sam2s_")]
+    candidates = sorted(names, key=lambda name: not name.startswith("sam2s_hiera_"))
     for name in candidates:
         trunk = load_config(name).trunk
         if (trunk.embed_dim, sum(trunk.stages)) == (width, depth):
@@ -47,15 +51,27 @@ def guess_sam2s_config(state: dict) -> str:
 
 def _class_bank(args: argparse.Namespace, config: ModelConfig):
     """The vocabulary bank the options ask for, or ``None``."""
-    from sam2s.semantics import VocabularyBank, build_vocabulary_bank, default_class_names, read_vocabulary_file
+    from sam2s.semantics import (
+        VocabularyBank,
+        build_vocabulary_bank,
+        default_class_names,
+        read_vocabulary_file,
+    )
 
-    given = [flag for flag, value in (("--vocabulary-bank", args.vocabulary_bank), ("--vocabulary", args.vocabulary))
-             if value is not None]
+    given = [
+        flag
+        for flag, value in (("--vocabulary-bank", args.vocabulary_bank), ("--vocabulary", args.vocabulary))
+        if value is not None
+    ]
     if len(given) > 1 or (given and args.no_class_bank):
-        raise ValueError(f"{' and '.join(given + (['--no-class-bank'] if args.no_class_bank else []))} "
-                         "exclude each other: give ready embeddings, names to encode, or no class bank")
+        raise ValueError(
+            f"{' and '.join(given + (['--no-class-bank'] if args.no_class_bank else []))} "
+            "exclude each other: give ready embeddings, names to encode, or no class bank"
+        )
     if given and not config.semantic.enabled:
-        raise ValueError(f"config {config.name!r} has no TSL head (semantic.enabled is off), so it takes no class bank")
+        raise ValueError(
+            f"config {config.name!r} has no TSL head (semantic.enabled is off), so it takes no class bank"
+        )
     if args.no_class_bank or not config.semantic.enabled:
         return None
     if args.vocabulary_bank is not None:
@@ -65,7 +81,9 @@ def _class_bank(args: argparse.Namespace, config: ModelConfig):
         return VocabularyBank.load(path)
     from sam2s.semantics import MiniLMTextEncoder
 
-    names = read_vocabulary_file(args.vocabulary) if args.vocabulary is not None else list(default_class_names())
+    names = (
+        read_vocabulary_file(args.vocabulary) if args.vocabulary is not None else list(default_class_names())
+    )
     logger.info("encoding %d category names with MiniLM", len(names))
     return build_vocabulary_bank(MiniLMTextEncoder(), names)
 
@@ -100,7 +118,9 @@ def convert_checkpoint(
     network = build_model(config, checkpoint=input_path, device="cpu")
     if vocabulary_bank is not None:
         if network.semantic_head is None:
-            raise ValueError(f"config {config.name!r} has no TSL head (semantic.enabled is off); drop the class bank")
+            raise ValueError(
+                f"config {config.name!r} has no TSL head (semantic.enabled is off); drop the class bank"
+            )
         network.set_vocabulary(vocabulary_bank)
     save_checkpoint(network, output_path, converted_from=input_path.name)
     # read back exactly as users will (weights_only=True) before reporting success
@@ -124,11 +144,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     bank = parser.add_argument_group("class bank of the TSL head (default: MiniLM on the SAM2S vocabulary)")
     bank.add_argument(
-        "--vocabulary-bank", type=Path, default=None,
+        "--vocabulary-bank",
+        type=Path,
+        default=None,
         help="ready bank: a .pt from `sam2s build-vocabulary`, or a .npz with names and embeddings",
     )
     bank.add_argument(
-        "--vocabulary", type=Path, default=None,
+        "--vocabulary",
+        type=Path,
+        default=None,
         help="category names to encode with MiniLM (text file, one per line, or JSON list)",
     )
     bank.add_argument("--no-class-bank", action="store_true", help="attach no class bank")

@@ -17,7 +17,9 @@ from sam2s.memory.divemem import least_similar
 EMBED_DIM = 8
 
 
-def make_frame(t: int, score: float = 5.0, iou: float = 0.99, embedding: torch.Tensor | None = None) -> FrameMemory:
+def make_frame(
+    t: int, score: float = 5.0, iou: float = 0.99, embedding: torch.Tensor | None = None
+) -> FrameMemory:
     if embedding is None:
         embedding = torch.ones(EMBED_DIM)
     return FrameMemory(
@@ -40,14 +42,18 @@ def axis(i: int) -> torch.Tensor:
 class Tracker:
     """Plays a session's part: select, then store, then observe, frame after frame."""
 
-    def __init__(self, config: DiveMemConfig | None = None, cache: int = 64, tracker: TrackerConfig | None = None):
+    def __init__(
+        self, config: DiveMemConfig | None = None, cache: int = 64, tracker: TrackerConfig | None = None
+    ):
         self.policy = DiveMemPolicy(tracker or TrackerConfig(), config or DiveMemConfig(enabled=True))
         self.memory = ObjectMemory(recent=RecentFrameCache(cache))
         self.memory.conditioning[0] = make_frame(0, embedding=axis(0))
         self.selections = {}
 
     def step(self, frame: FrameMemory, reverse: bool = False, num_frames: int | None = None) -> None:
-        self.selections[frame.frame_index] = self.policy.select(self.memory, frame.frame_index, reverse, num_frames)
+        self.selections[frame.frame_index] = self.policy.select(
+            self.memory, frame.frame_index, reverse, num_frames
+        )
         self.memory.recent.put(frame)
         self.policy.observe(self.memory, frame, reverse)
 
@@ -125,7 +131,11 @@ def test_the_bank_never_exceeds_n_plus_one_and_keeps_the_first_prompted_memory()
     promoted = []
     for t in range(1, 301):
         confident = t % 37 != 0  # a few breaks along the way
-        run.step(make_frame(t, score=5.0 if confident else -5.0, embedding=torch.randn(EMBED_DIM, generator=generator)))
+        run.step(
+            make_frame(
+                t, score=5.0 if confident else -5.0, embedding=torch.randn(EMBED_DIM, generator=generator)
+            )
+        )
         bank = run.policy.long_term_bank(run.memory)
         assert len(bank) <= 5
         assert bank[0] is first
@@ -134,7 +144,9 @@ def test_the_bank_never_exceeds_n_plus_one_and_keeps_the_first_prompted_memory()
     assert len(run.policy.long_term) == 4
     assert [m.frame_index for m in run.policy.long_term] == promoted[-4:]  # FIFO: the newest four
     kinds = [f.kind for f in run.selections[300].frames]
-    assert kinds.count("conditioning") == 1 and kinds.count("long_term") == 4 and kinds.count("short_term") == 6
+    assert (
+        kinds.count("conditioning") == 1 and kinds.count("long_term") == 4 and kinds.count("short_term") == 6
+    )
 
 
 def test_policy_state_stays_bounded_on_a_long_video():
@@ -236,7 +248,7 @@ def test_build_memory_policy_follows_the_config_and_checks_values():
     assert isinstance(build_memory_policy(load_config("sam2s_mini")), DiveMemPolicy)
     assert type(build_memory_policy(load_config("sam2.1_hiera_mini"))) is SAM2WindowPolicy
     assert DiveMemPolicy.needs_image_embedding and not SAM2WindowPolicy.needs_image_embedding
-    for bad in (dict(num_long_term=-1), dict(stable_frames=0), dict(buffer_size=0), dict(iou_threshold=1.5)):
+    for bad in ({"num_long_term": -1}, {"stable_frames": 0}, {"buffer_size": 0}, {"iou_threshold": 1.5}):
         with pytest.raises(ValueError):
             DiveMemPolicy(TrackerConfig(), DiveMemConfig(enabled=True, **bad))
 
@@ -263,20 +275,26 @@ def test_saved_state_restores_the_same_selection():
 
     # saved apart, so the bank's tensors are not the very objects of the store (as after a move
     # to another device); the policy must still recognise the frames the window attends
-    saved = {"policy": save_and_load(run.policy.state_dict()),
-             "recent": save_and_load([m.to_dict() for m in run.memory.recent.values()])}
+    saved = {
+        "policy": save_and_load(run.policy.state_dict()),
+        "recent": save_and_load([m.to_dict() for m in run.memory.recent.values()]),
+    }
 
     restored = Tracker()
     for data in saved["recent"]:
         restored.memory.recent.put(FrameMemory.from_dict(data))
     restored.policy.load_state_dict(saved["policy"], restored.memory)
-    assert restored.policy.held_tensors() and len(restored.policy.held_tensors()) == len(run.policy.held_tensors())
+    assert restored.policy.held_tensors() and len(restored.policy.held_tensors()) == len(
+        run.policy.held_tensors()
+    )
     for t in range(41, 60):  # both go on tracking the same frames
         frame = make_frame(t, embedding=axis((3 * t) % EMBED_DIM))
         run.step(frame)
         restored.step(FrameMemory.from_dict(frame.to_dict()))
         ours, theirs = run.selections[t], restored.selections[t]
-        assert [(f.kind, f.temporal_slot) for f in ours.frames] == [(f.kind, f.temporal_slot) for f in theirs.frames]
+        assert [(f.kind, f.temporal_slot) for f in ours.frames] == [
+            (f.kind, f.temporal_slot) for f in theirs.frames
+        ]
         assert [d for d, _ in ours.pointers] == [d for d, _ in theirs.pointers]
     assert [m.frame_index for m in run.policy.long_term] == [m.frame_index for m in restored.policy.long_term]
     # a session saved without DiveMem restores an empty bank

@@ -217,7 +217,7 @@ def test_divemem_long_term_memory_reaches_memory_attention_after_a_long_absence(
     # attended as long-term memory; different after the return
     first_use = min(t for t, entries in policy.log.items() if any(kind == "long_term" for _, kind in entries))
     assert first_use == long_term[0] + 7
-    for t in range(0, first_use):
+    for t in range(first_use):
         assert torch.equal(with_divemem[t].logits, window[t].logits), f"frame {t}"
     after_return = [t for t in range(220, 230) if not torch.equal(with_divemem[t].logits, window[t].logits)]
     assert after_return == list(range(220, 230))
@@ -252,7 +252,9 @@ def test_a_resumed_divemem_session_tracks_on_exactly(sam21_checkpoint, tmp_path)
         assert torch.equal(result.logits, expected[result.frame_index].logits), result.frame_index
         assert result.class_scores == expected[result.frame_index].class_scores
     policy = resumed.objects[1].policy
-    assert [m.frame_index for m in policy.long_term] == [m.frame_index for m in whole.objects[1].policy.long_term]
+    assert [m.frame_index for m in policy.long_term] == [
+        m.frame_index for m in whole.objects[1].policy.long_term
+    ]
 
 
 # ---------------------------------------------------------------------------------- TSL
@@ -322,7 +324,9 @@ def test_a_sam21_checkpoint_loads_into_every_sam2s_variant(sam21_checkpoint, var
     for key, value in sam21_state.items():
         assert torch.equal(state[key], value), key
     config = model.config
-    assert (model.divemem_tpos_enc is not None) == (config.divemem.enabled and config.divemem.temporal_embeddings)
+    assert (model.divemem_tpos_enc is not None) == (
+        config.divemem.enabled and config.divemem.temporal_embeddings
+    )
     assert (model.semantic_head is not None) == config.semantic.enabled
     if model.divemem_tpos_enc is not None:  # initialised from SAM 2.1's temporal encodings
         table = sam21_state["maskmem_tpos_enc"]
@@ -363,7 +367,9 @@ def test_sam2s_configs_have_sam21_weights_plus_their_own(size):
     assert guess_sam2s_config_from_manifest(size) == f"sam2s_hiera_{size}"
     with torch.device("meta"):
         model = SAM2SModel(config)
-    manifest = {key: shape for key, shape, _ in json.loads((MANIFESTS / f"sam2.1_hiera_{size}.json").read_text())}
+    manifest = {
+        key: shape for key, shape, _ in json.loads((MANIFESTS / f"sam2.1_hiera_{size}.json").read_text())
+    }
     ours = {key: list(value.shape) for key, value in model.state_dict().items()}
     sam2s_only = {k for k in ours if k.startswith(("divemem_", "semantic_head."))}
     assert {k: v for k, v in ours.items() if k not in sam2s_only} == manifest
@@ -384,11 +390,19 @@ def convert_args(*argv: str) -> argparse.Namespace:
 def test_convert_with_a_vocabulary_bank_file(tmp_path, sam21_checkpoint, capsys):
     bank_path = random_bank().save(tmp_path / "bank.pt")
     output = tmp_path / "out" / "sam2s_mini.pt"
-    args = convert_args("--input", str(sam21_checkpoint), "--output", str(output),
-                        "--model", "sam2s_mini", "--vocabulary-bank", str(bank_path))
+    args = convert_args(
+        "--input",
+        str(sam21_checkpoint),
+        "--output",
+        str(output),
+        "--model",
+        "sam2s_mini",
+        "--vocabulary-bank",
+        str(bank_path),
+    )
     assert run(args) == 0
     assert "sam2s_mini" in capsys.readouterr().out
-    state, extras = read_state_dict(output)
+    state, _extras = read_state_dict(output)
     assert "divemem_tpos_enc" in state and any(k.startswith("semantic_head.") for k in state)
     model = build_model("sam2s_mini", checkpoint=output)
     assert model.class_names == random_bank().class_names
@@ -396,8 +410,21 @@ def test_convert_with_a_vocabulary_bank_file(tmp_path, sam21_checkpoint, capsys)
     assert torch.equal(model.divemem_tpos_enc[7], sam21["maskmem_tpos_enc"][6])
     with pytest.raises(FileExistsError, match="--force"):
         run(args)
-    assert run(convert_args("--input", str(sam21_checkpoint), "--output", str(output),
-                            "--model", "sam2s_mini", "--no-class-bank", "--force")) == 0
+    assert (
+        run(
+            convert_args(
+                "--input",
+                str(sam21_checkpoint),
+                "--output",
+                str(output),
+                "--model",
+                "sam2s_mini",
+                "--no-class-bank",
+                "--force",
+            )
+        )
+        == 0
+    )
     assert "vocabulary" not in read_state_dict(output)[1]
 
 
@@ -414,17 +441,51 @@ def test_convert_builds_the_default_class_bank_with_minilm(tmp_path, sam21_check
 def test_convert_rejects_bad_requests(tmp_path, sam21_checkpoint):
     output = tmp_path / "x.pt"
     with pytest.raises(ValueError, match="exclude each other"):
-        run(convert_args("-i", str(sam21_checkpoint), "-o", str(output), "--model", "sam2s_mini",
-                         "--vocabulary-bank", "a.pt", "--no-class-bank"))
+        run(
+            convert_args(
+                "-i",
+                str(sam21_checkpoint),
+                "-o",
+                str(output),
+                "--model",
+                "sam2s_mini",
+                "--vocabulary-bank",
+                "a.pt",
+                "--no-class-bank",
+            )
+        )
     no_tsl = tmp_path / "no_tsl.yaml"
-    no_tsl.write_text((CONFIG_DIR / "sam2s_mini.yaml").read_text().replace("semantic: {enabled: true",
-                                                                          "semantic: {enabled: false"))
+    no_tsl.write_text(
+        (CONFIG_DIR / "sam2s_mini.yaml")
+        .read_text()
+        .replace("semantic: {enabled: true", "semantic: {enabled: false")
+    )
     with pytest.raises(ValueError, match="no TSL head"):
-        run(convert_args("-i", str(sam21_checkpoint), "-o", str(output), "--model", str(no_tsl),
-                         "--vocabulary-bank", "a.pt"))
+        run(
+            convert_args(
+                "-i",
+                str(sam21_checkpoint),
+                "-o",
+                str(output),
+                "--model",
+                str(no_tsl),
+                "--vocabulary-bank",
+                "a.pt",
+            )
+        )
     with pytest.raises(ValueError, match="differ from --input"):
-        run(convert_args("-i", str(sam21_checkpoint), "-o", str(sam21_checkpoint), "--model", "sam2s_mini",
-                         "--no-class-bank", "--force"))
+        run(
+            convert_args(
+                "-i",
+                str(sam21_checkpoint),
+                "-o",
+                str(sam21_checkpoint),
+                "--model",
+                "sam2s_mini",
+                "--no-class-bank",
+                "--force",
+            )
+        )
     assert not output.exists()
     # without --model the SAM2S config is the one whose trunk matches the checkpoint's
     assert run(convert_args("-i", str(sam21_checkpoint), "-o", str(output), "--no-class-bank")) == 0

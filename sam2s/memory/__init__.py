@@ -6,13 +6,13 @@ from sam2s.memory.divemem import DiveMemPolicy
 from sam2s.memory.sam2_window import SAM2WindowPolicy
 
 __all__ = [
+    "DiveMemPolicy",
     "FrameMemory",
     "MemoryPolicy",
     "ObjectMemory",
     "RecentFrameCache",
-    "TrackedFrames",
     "SAM2WindowPolicy",
-    "DiveMemPolicy",
+    "TrackedFrames",
     "build_memory_policy",
 ]
 

@@ -110,7 +110,9 @@ class DiveMemPolicy(SAM2WindowPolicy):
                 f"{divemem.stable_frames} and {divemem.buffer_size}"
             )
         if not 0.0 <= divemem.iou_threshold <= 1.0:
-            raise ValueError(f"divemem.iou_threshold is a predicted IoU in [0, 1], got {divemem.iou_threshold}")
+            raise ValueError(
+                f"divemem.iou_threshold is a predicted IoU in [0, 1], got {divemem.iou_threshold}"
+            )
         self.divemem = divemem
         self.first_prompted: int | None = None  # frame index of l0 (a conditioning frame)
         self.long_term: deque[FrameMemory] = deque(maxlen=divemem.num_long_term)
@@ -156,14 +158,19 @@ class DiveMemPolicy(SAM2WindowPolicy):
                 self.long_term.append(chosen)  # the deque drops the oldest beyond N_l
             self.candidates.clear()
 
-    def select(self, memory: ObjectMemory, frame_index: int, reverse: bool, num_frames: int | None) -> MemoryInputs:
+    def select(
+        self, memory: ObjectMemory, frame_index: int, reverse: bool, num_frames: int | None
+    ) -> MemoryInputs:
         if not self._continues(frame_index, reverse):
             self._start_pass(frame_index, reverse)
         inputs = super().select(memory, frame_index, reverse, num_frames)
         slot = self.tracker.num_maskmem - 1
         sign = -1 if reverse else 1
         for frame in self.long_term_bank(memory):
-            corrected = frame.frame_index in memory.conditioning and frame is not memory.conditioning[frame.frame_index]
+            corrected = (
+                frame.frame_index in memory.conditioning
+                and frame is not memory.conditioning[frame.frame_index]
+            )
             already = any(frame.features is f.features for f in inputs.frames)
             if frame.features is None or corrected or already:
                 continue
@@ -203,7 +210,9 @@ class DiveMemPolicy(SAM2WindowPolicy):
             saved = FrameMemory.from_dict(data, device)
             cached = memory.recent.get(saved.frame_index)
             same = (
-                cached is not None and cached.features is not None and saved.features is not None
+                cached is not None
+                and cached.features is not None
+                and saved.features is not None
                 and torch.equal(cached.features, saved.features)
             )
             return cached if same else saved

@@ -33,14 +33,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.init import trunc_normal_
 
 from sam2s.config import ModelConfig
 from sam2s.modeling.sam2 import FrameFeatures, MemoryFrame, MemoryInputs, SAM2Model
 from sam2s.modeling.semantic_head import TemporalSemanticHead, class_logits
 from sam2s.semantics.vocabulary_bank import VocabularyBank
 
-__all__ = ["SAM2SModel", "VOCABULARY_EXTRA_KEY"]
+__all__ = ["VOCABULARY_EXTRA_KEY", "SAM2SModel"]
 
 #: Checkpoint entry (beside ``"model"``) that holds the class bank.
 VOCABULARY_EXTRA_KEY = "vocabulary"
@@ -102,7 +101,9 @@ class SAM2SModel(SAM2Model):
                 )
             row = frame.temporal_slot
         else:
-            raise ValueError(f"unknown memory kind {frame.kind!r}; expected conditioning, short_term or long_term")
+            raise ValueError(
+                f"unknown memory kind {frame.kind!r}; expected conditioning, short_term or long_term"
+            )
         return self.divemem_tpos_enc[row].view(1, 1, self.mem_dim)
 
     @torch.no_grad()
@@ -151,7 +152,7 @@ class SAM2SModel(SAM2Model):
             raise RuntimeError(
                 f"config {self.config.name!r} has no semantic head; enable semantic.enabled for TSL"
             )
-        batch, channels, h, w = conditioned.shape
+        batch, _channels, h, w = conditioned.shape
         current = conditioned.flatten(2).transpose(1, 2)
         current_pos = features.vision_pos.expand(batch, -1, -1, -1).flatten(2).transpose(1, 2)
         memory_tokens = memory_pos = None
