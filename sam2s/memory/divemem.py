@@ -118,7 +118,7 @@ class DiveMemPolicy(SAM2WindowPolicy):
         self.long_term: deque[FrameMemory] = deque(maxlen=divemem.num_long_term)
         self.candidates: list[FrameMemory] = []
         self.run_length = 0  # consecutive confident frames up to the last observed one
-        self._last_seen: tuple[int, bool] | None = None  # (frame, reverse) last selected or observed
+        self._last_seen: tuple[int, bool] | None = None  # (frame, reverse) tracking has reached
 
     # ------------------------------------------------------------------ bank
     def first_prompted_memory(self, memory: ObjectMemory) -> FrameMemory | None:
