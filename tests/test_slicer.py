@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,15 +36,15 @@ MODULE_DIR = EXTENSION / "SAM2S"
 sys.path.insert(0, str(MODULE_DIR))
 sys.path.insert(0, str(MODULE_DIR / "SegmentEditorSAM2SLib"))
 
-import SAM2S  # noqa: E402
-from SAM2SLib.backend import FrameStack, InferenceBackend, ModelSettings  # noqa: E402
-from SAM2SLib.localbackend import LocalBackend  # noqa: E402
-from SAM2SLib.mrmlio import ensureSegmentationConverterRules, ensureSequenceNodeClasses  # noqa: E402
-from SAM2SLib.prompts import FramePrediction, FramePrompt  # noqa: E402
-from SAM2SLib.record import RECORD_TAG  # noqa: E402
-from SAM2SLib.targets import PromptError  # noqa: E402
-from SAM2SLib.weights import RemoteWeights, WeightsError, resolveCheckpoint  # noqa: E402
-from SAM2SLib.worker import PropagationWorker  # noqa: E402
+import SAM2S
+from SAM2SLib.backend import FrameStack, InferenceBackend, ModelSettings
+from SAM2SLib.localbackend import LocalBackend
+from SAM2SLib.mrmlio import ensureSegmentationConverterRules, ensureSequenceNodeClasses
+from SAM2SLib.prompts import FramePrediction, FramePrompt
+from SAM2SLib.record import RECORD_TAG
+from SAM2SLib.targets import PromptError
+from SAM2SLib.weights import RemoteWeights, WeightsError, resolveCheckpoint
+from SAM2SLib.worker import PropagationWorker
 
 SHAPE = (5, 24, 20)  # (K, J, I): 5 slices of 24 rows x 20 columns
 SPACING = (0.7, 0.9, 3.0)
@@ -238,8 +239,18 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@dataclass
+class VolumeScene:
+    scene: object
+    volume: object
+    segmentation: object
+    voxels: np.ndarray  # (K, J, I)
+    drawn: np.ndarray  # "tool", drawn on slice k = 2
+    other_mask: np.ndarray  # "other"
+
+
 @pytest.fixture
-def volume_scene():
+def volume_scene() -> VolumeScene:
     """A scene with an oblique, anisotropic volume and a segmentation with two segments:
     ``tool`` drawn on slice k = 2 and ``other`` drawn elsewhere."""
     scene = new_scene()
@@ -257,7 +268,7 @@ def volume_scene():
     other_mask[0:3, 18:22, 14:19] = True
     set_segment(segmentation, tool, drawn, volume)
     set_segment(segmentation, other, other_mask, volume)
-    return scene, volume, segmentation, voxels, drawn, other_mask
+    return VolumeScene(scene, volume, segmentation, voxels, drawn, other_mask)
 
 
 # ---------------------------------------------------------------------------------- tests: code
@@ -278,7 +289,11 @@ def test_every_file_compiles_and_imports_without_qt(tmp_path):
         "print('ok')\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, str(MODULE_DIR)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code, str(MODULE_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("ok")
@@ -309,7 +324,8 @@ def test_extension_metadata_and_icons():
 
 # ---------------------------------------------------------------------------------- tests: volumes
 def test_volume_propagation_equals_predictor_through_geometry(volume_scene, mini_predictor, tmp_path):
-    scene, volume, segmentation, voxels, drawn, other_mask = volume_scene
+    volume, segmentation, voxels = volume_scene.volume, volume_scene.segmentation, volume_scene.voxels
+    drawn, other_mask = volume_scene.drawn, volume_scene.other_mask
     before = voxels.copy()
     reference = reference_masks(mini_predictor, voxels, 2, drawn[2])
     assert is_nontrivial(reference, 2)
@@ -344,7 +360,8 @@ def test_volume_propagation_equals_predictor_through_geometry(volume_scene, mini
 
 
 def test_axis_points_direction_and_changed_frames_follow_the_geometry(volume_scene):
-    scene, volume, segmentation, voxels, drawn, other_mask = volume_scene
+    volume, segmentation, voxels = volume_scene.volume, volume_scene.segmentation, volume_scene.voxels
+    other_mask = volume_scene.other_mask
     # Draw "tool" on a J slice instead: the axis normal to it is J (frames are (K, I)).
     j0 = 9
     on_j = np.zeros(SHAPE, bool)
@@ -395,7 +412,8 @@ def test_axis_points_direction_and_changed_frames_follow_the_geometry(volume_sce
 
 
 def test_several_segments_are_several_objects_and_errors_are_clear(volume_scene):
-    scene, volume, segmentation, voxels, drawn, other_mask = volume_scene
+    volume, segmentation, voxels = volume_scene.volume, volume_scene.segmentation, volume_scene.voxels
+    other_mask = volume_scene.other_mask
     oracle = OracleBackend(threshold=float(np.median(voxels)))
     logic = SAM2S.SAM2SLogic(backend=oracle)
     request = logic.preparePropagation(volume, segmentation, ["tool", "other"], axis=2)
@@ -435,7 +453,8 @@ def test_several_segments_are_several_objects_and_errors_are_clear(volume_scene)
 
 
 def test_cancel_mid_propagation_leaves_the_segmentation_as_it_was(volume_scene, mini_predictor):
-    scene, volume, segmentation, voxels, drawn, other_mask = volume_scene
+    volume, segmentation = volume_scene.volume, volume_scene.segmentation
+    drawn, other_mask = volume_scene.drawn, volume_scene.other_mask
     logic = SAM2S.SAM2SLogic(backend=LocalBackend(predictor=mini_predictor))
     cancel = threading.Event()
     seen = []
@@ -501,7 +520,7 @@ def test_worker_thread_reports_progress_and_cancels():
 
 
 def test_predicted_categories_are_shown_and_written_on_request(volume_scene):
-    scene, volume, segmentation, voxels, drawn, other_mask = volume_scene
+    volume, segmentation, voxels = volume_scene.volume, volume_scene.segmentation, volume_scene.voxels
     logic = SAM2S.SAM2SLogic(
         backend=OracleBackend(threshold=float(np.median(voxels)), scores={"grasper": 0.7, "hook": 0.3})
     )
@@ -559,7 +578,7 @@ def make_video_scene(num_frames=5, height=20, width=24):
 
 
 def test_video_sequence_propagation_records_a_segmentation_sequence(mini_predictor, tmp_path):
-    scene, sequences, video, browser, proxy, segmentation, frames, drawn, other = make_video_scene()
+    _, sequences, video, browser, proxy, segmentation, frames, drawn, other = make_video_scene()
     reference = reference_masks(mini_predictor, frames, 2, drawn)
     assert is_nontrivial(reference, 2)
     logic = SAM2S.SAM2SLogic(backend=LocalBackend(predictor=mini_predictor))
@@ -597,9 +616,7 @@ def test_video_sequence_propagation_records_a_segmentation_sequence(mini_predict
 
 
 def test_video_prompts_come_from_the_sequence_and_only_changed_frames_are_written():
-    scene, sequences, video, browser, proxy, segmentation, frames, drawn, other = make_video_scene(
-        num_frames=6
-    )
+    _, sequences, video, browser, proxy, segmentation, frames, drawn, _ = make_video_scene(num_frames=6)
     oracle = OracleBackend()
     logic = SAM2S.SAM2SLogic(backend=oracle)
     logic.propagateSegment(browser, segmentation, "tool", direction="forward")  # frames 3.. from frame 2

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import slicer
 import vtk
+
 from SAM2SLib.backend import FrameStack
 from SAM2SLib.mrmlio import (
     SegmentEditorAccess,
