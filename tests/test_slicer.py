@@ -633,6 +633,9 @@ def test_video_prompts_come_from_the_sequence_and_only_changed_frames_are_writte
     sequences.UpdateSequencesFromProxyNodes(browser, segmentation)
     browser.SetSelectedItemNumber(4)
     sequences.UpdateProxyNodesFromSequences(browser)
+    unsaved = np.zeros(drawn.shape, bool)
+    unsaved[10:12, 20:23] = True  # drawn on the shown frame, not yet recorded in the sequence
+    set_segment(segmentation, "other", unsaved[None], proxy)
     point_ras = (ijk_to_ras(proxy) @ np.array([7.0, 11.0, 0.0, 1.0]))[:3]
     request = logic.preparePropagation(browser, segmentation, "tool", "both", positivePoints=[point_ras])
     prompts = request.prompts[0]
@@ -647,6 +650,9 @@ def test_video_prompts_come_from_the_sequence_and_only_changed_frames_are_writte
     np.testing.assert_array_equal(
         segment_in_grid(item, "tool", video.GetNthDataNode(1))[0], frames[1][..., 0] > 127
     )
+    shown = masks_sequence.GetDataNodeAtValue(video.GetNthIndexValue(4))  # the proxy's drawing is kept
+    np.testing.assert_array_equal(segment_in_grid(shown, "other", video.GetNthDataNode(4))[0], unsaved)
+    np.testing.assert_array_equal(segment_in_grid(segmentation, "other", proxy)[0], unsaved)
 
 
 # ---------------------------------------------------------------------------------- tests: setup

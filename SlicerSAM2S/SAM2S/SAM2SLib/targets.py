@@ -495,7 +495,7 @@ class SequenceTarget:
         drawnFrames = {p.segmentId: p.maskFrames() for p in self.prompts}
         plan: dict[int, dict[str, np.ndarray]] = {}
         for frameIndex, masks in sorted(predictions.items()):
-            item = self._itemAt(frameIndex)
+            item = self.segmentationNode if frameIndex == self.currentFrame else self._itemAt(frameIndex)
             for segmentId in self.segmentIds:
                 if segmentId not in masks or frameIndex in drawnFrames[segmentId]:
                     continue
@@ -503,11 +503,11 @@ class SequenceTarget:
                 existing = self.frameMask(item, segmentId, frameIndex)
                 if existing is None or not np.array_equal(existing, mask):
                     plan.setdefault(frameIndex, {})[segmentId] = mask
-        # The drawn current frame must reach the sequence too, or the browser would replace it.
-        if self.currentFrame not in plan and self._itemAt(self.currentFrame) is None and plan:
-            plan[self.currentFrame] = {}
         if not plan:
             return {}
+        # The proxy holds what the user sees (and may have drawn) on the current frame: it becomes
+        # that frame's item, or the browser would replace the drawing with a stale item.
+        plan.setdefault(self.currentFrame, {})
         undo = _SequenceUndo(proxyCopy=_copySegmentation(self.segmentationNode))
         if self.segmentationSequence is None:
             self.segmentationSequence = self._createSegmentationSequence()
@@ -516,8 +516,10 @@ class SequenceTarget:
             value = self.indexValues[frameIndex]
             item = self._itemAt(frameIndex)
             undo.items.append((value, None if item is None else _copySegmentation(item)))
-            if item is None:
-                item = self._newItem(frameIndex)
+            if frameIndex == self.currentFrame:
+                item = _copySegmentation(self.segmentationNode)
+            elif item is None:
+                item = self._emptyItem()
             for segmentId, mask in masks.items():
                 self._writeMask(item, segmentId, frameIndex, mask)
             self.segmentationSequence.SetDataNodeAtValue(item, value)
@@ -540,11 +542,8 @@ class SequenceTarget:
         self.browser.SetSaveChanges(sequence, True)
         return sequence
 
-    def _newItem(self, frameIndex: int):
-        """A segmentation for a frame that has none: every segment of the proxy, with content only
-        on the current frame (where the proxy's drawing belongs)."""
-        if frameIndex == self.currentFrame:
-            return _copySegmentation(self.segmentationNode)
+    def _emptyItem(self):
+        """A segmentation for a frame that has none: every segment of the proxy, without content."""
         item = slicer.vtkMRMLSegmentationNode()
         source = self.segmentationNode.GetSegmentation()
         for segmentId in source.GetSegmentIDs():
