@@ -21,8 +21,10 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,7 +32,19 @@ from tqdm import tqdm
 
 from sam2s.writers.base import atomic_output
 
-__all__ = ["SegmentOptions", "SegmentJob", "add_arguments", "run"]
+if TYPE_CHECKING:
+    from sam2s.data.sources import FrameSource
+    from sam2s.writers import MaskWriter
+
+__all__ = [
+    "SegmentJob",
+    "SegmentOptions",
+    "WriterFactory",
+    "add_arguments",
+    "check_prompts_fit",
+    "default_writers",
+    "run",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,40 +82,54 @@ class Cursor:
     next_frame: int | None = None
 
 
-class SegmentJob:
-    """One segmentation run (see the module docstring)."""
+# Builds the mask writers of one run: (output folder, frame source, resume) -> writers.
+WriterFactory = Callable[[Path, "FrameSource", bool], list["MaskWriter"]]
 
-    def __init__(self, options: SegmentOptions) -> None:
+
+class SegmentJob:
+    """One segmentation run (see the module docstring).
+
+    Args:
+        options: what to segment, where to write and how.
+        predictor: a ready :class:`~sam2s.predictor.video.VideoPredictor` (the MONAI bundle passes
+            the one its config builds); ``None`` builds one from ``options.model``,
+            ``options.checkpoint``, ``options.device`` and ``options.cache_frames``.
+        writers: builds the per-frame mask writers; ``None`` uses :func:`default_writers`.
+    """
+
+    def __init__(self, options: SegmentOptions, predictor=None, writers: WriterFactory | None = None) -> None:
         self.options = options
         self.out = Path(options.out)
+        self.predictor = predictor
+        self.writers = writers or default_writers
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict:
-        from sam2s.checkpoint import build_model
         from sam2s.data.sources import open_source
-        from sam2s.predictor.video import Session, VideoPredictor
+        from sam2s.predictor.video import Session
         from sam2s.prompts import load_prompts
 
         options = self.options
         prompts = load_prompts(options.prompts)
-        self._prepare_output_folder()
         source = open_source(options.input, axis=_axis(options.axis), window=_window(options.window))
-        started = time.perf_counter()
         try:
-            checkpoint = None if options.checkpoint in (None, "none") else options.checkpoint
-            model = build_model(options.model, checkpoint=checkpoint, device=options.device)
-            session = Session(VideoPredictor(model, cache_frames=options.cache_frames), source)
-            cursor = self._restore(session) if options.resume else None
-            if cursor is None:
-                prompts.apply(session)
-                cursor = Cursor()
-            writers = self._open_writers(source, resume=options.resume)
-            frames_done = self._propagate(session, cursor, writers)
-            writers.close()
-            overlay = self._render_overlay(source) if options.overlay and source.geometry.volume is None else None
-        except BaseException:
-            logger.warning("segmentation stopped early; rerun with --resume to continue")
-            raise
+            # Every input is checked before the output folder is touched or the model is loaded.
+            check_prompts_fit(prompts, source, options.prompts, options.input)
+            self._prepare_output_folder()
+            started = time.perf_counter()
+            try:
+                session = Session(self._predictor(), source)
+                cursor = self._restore(session) if options.resume else None
+                if cursor is None:
+                    prompts.apply(session)
+                    cursor = Cursor()
+                writers = self._open_writers(source, resume=options.resume)
+                frames_done = self._propagate(session, cursor, writers)
+                writers.close()
+                overlay = self._render_overlay(source) if options.overlay and source.geometry.volume is None else None
+            except BaseException:
+                logger.warning("segmentation stopped early; rerun with --resume to continue")
+                raise
         finally:
             source.close()
         summary = {
@@ -121,6 +149,17 @@ class SegmentJob:
         return summary
 
     # ------------------------------------------------------------------ pieces
+    def _predictor(self):
+        if self.predictor is not None:
+            return self.predictor
+        from sam2s.checkpoint import build_model
+        from sam2s.predictor.video import VideoPredictor
+
+        options = self.options
+        checkpoint = None if options.checkpoint in (None, "none") else options.checkpoint
+        model = build_model(options.model, checkpoint=checkpoint, device=options.device)
+        return VideoPredictor(model, cache_frames=options.cache_frames)
+
     def _prepare_output_folder(self) -> None:
         manifest_path = self.out / RUN_MANIFEST
         options = self.options
@@ -161,13 +200,9 @@ class SegmentJob:
             torch.save({"session": session.state_dict(), "cursor": asdict(cursor)}, temporary)
 
     def _open_writers(self, source, resume: bool):
-        from sam2s.writers import CompositeMaskWriter, LabelVolumeWriter, PngMaskWriter, SegNrrdWriter
+        from sam2s.writers import CompositeMaskWriter
 
-        writers = [PngMaskWriter(self.out / "masks", resume=resume)]
-        if source.geometry.volume is not None:
-            writers.append(LabelVolumeWriter(self.out / "labels.nii.gz", source.geometry, resume=resume))
-            writers.append(SegNrrdWriter(self.out / "labels.seg.nrrd", source.geometry, resume=resume))
-        return CompositeMaskWriter(writers)
+        return CompositeMaskWriter(self.writers(self.out, source, resume))
 
     def _propagate(self, session, cursor: Cursor, writers) -> int:
         options = self.options
@@ -210,6 +245,63 @@ class SegmentJob:
                 ids = [int(v) for v in np.unique(labels) if v != 0]
                 writer.write(index, ids, np.stack([labels == i for i in ids]) if ids else np.zeros((0, *labels.shape), bool))
         return path
+
+
+def default_writers(out: Path, source, resume: bool) -> list:
+    """PNG masks for every input (``out/masks``; the overlay video is drawn from them), plus a
+    NIfTI label volume and a Slicer ``.seg.nrrd`` with the source geometry for volumes."""
+    from sam2s.writers import LabelVolumeWriter, PngMaskWriter, SegNrrdWriter
+
+    writers = [PngMaskWriter(out / "masks", resume=resume)]
+    if source.geometry.volume is not None:
+        writers.append(LabelVolumeWriter(out / "labels.nii.gz", source.geometry, resume=resume))
+        writers.append(SegNrrdWriter(out / "labels.seg.nrrd", source.geometry, resume=resume))
+    return writers
+
+
+def check_prompts_fit(
+    prompts, source, origin: str | Path = "prompts", input_name: str | Path = "the input"
+) -> None:
+    """Check that every prompt of a prompts file lies on a frame and inside the frames of ``source``.
+
+    Done before the model loads, so a typo in the prompts file is reported at once, by its place
+    in the file. Points and box corners may lie on the far edge (x = width, y = height), as the
+    predictor allows.
+
+    Args:
+        prompts: a :class:`~sam2s.prompts.PromptsFile`.
+        source: the opened frame source.
+        origin: the prompts file, as named in messages.
+        input_name: the input, as named in messages.
+
+    Raises:
+        PromptsFileError: a frame index past the last frame, a point or box outside the frame,
+            or a mask whose size is not the frame size.
+    """
+    from sam2s.prompts import PromptsFileError
+
+    num_frames, width, height = source.num_frames, source.width, source.height
+    for i, obj in enumerate(prompts.objects):
+        for j, prompt in enumerate(obj.prompts):
+            where = f"{origin}: objects[{i}] (id {obj.obj_id}).prompts[{j}]"
+            if num_frames is not None and prompt.frame >= num_frames:
+                raise PromptsFileError(
+                    f"{where}: frame {prompt.frame} is out of range: {input_name} has {num_frames} "
+                    f"frames (0..{num_frames - 1})"
+                )
+            corners = list(prompt.points or []) + ([prompt.box[:2], prompt.box[2:]] if prompt.box else [])
+            for x, y in corners:
+                if not (0 <= x <= width and 0 <= y <= height):
+                    raise PromptsFileError(
+                        f"{where}: point ({x:g}, {y:g}) is outside the {width}x{height} frames of "
+                        f"{input_name}; points and boxes are (x, y) pixels with 0 <= x <= {width}, "
+                        f"0 <= y <= {height}"
+                    )
+            if prompt.mask is not None and prompt.mask.shape != (height, width):
+                raise PromptsFileError(
+                    f"{where}: the mask is {prompt.mask.shape[1]}x{prompt.mask.shape[0]} but the frames of "
+                    f"{input_name} are {width}x{height} (width x height)"
+                )
 
 
 def _axis(value: str | None):
