@@ -40,7 +40,7 @@ import SAM2S
 from SAM2SLib.backend import FrameStack, InferenceBackend, ModelSettings
 from SAM2SLib.localbackend import LocalBackend
 from SAM2SLib.mrmlio import ensureSegmentationConverterRules, ensureSequenceNodeClasses
-from SAM2SLib.prompts import FramePrediction, FramePrompt
+from SAM2SLib.prompts import Click, FramePrediction, FramePrompt
 from SAM2SLib.record import RECORD_TAG
 from SAM2SLib.targets import PromptError
 from SAM2SLib.weights import RemoteWeights, WeightsError, resolveCheckpoint
@@ -357,6 +357,25 @@ def test_volume_propagation_equals_predictor_through_geometry(volume_scene, mini
     assert tag(segmentation, "tool") is None
     with pytest.raises(RuntimeError, match="nothing to undo"):
         logic.undoLastPropagation()
+
+
+def test_click_preview_equals_the_predictor_on_that_frame(volume_scene, mini_predictor):
+    volume, segmentation, voxels = volume_scene.volume, volume_scene.segmentation, volume_scene.voxels
+    logic = SAM2S.SAM2SLogic(backend=LocalBackend(predictor=mini_predictor))
+    clicks = [Click(6.0, 9.5), Click(13.0, 20.0, positive=False)]
+    request = logic.preparePropagation(
+        volume, segmentation, "tool", axis=2, framePrompts={4: FramePrompt(clicks=clicks[:1])}
+    )
+    for count in (1, 2):  # a second click on the same frame: the same request, one more click
+        request.prompts[0].frame(4).clicks = clicks[:count]
+        preview = logic.previewFrame(request, 4)
+        session = mini_predictor.start(ArraySource(voxels))
+        points = [[c.x, c.y] for c in clicks[:count]]
+        expected = session.add_prompt(frame_index=4, obj_id=1, points=points, labels=[1, 0][:count])
+        assert 0.02 < expected.masks[0].float().mean() < 0.98  # a mask that can differ
+        np.testing.assert_array_equal(preview.masks["tool"], expected.masks[0].numpy())
+    with pytest.raises(ValueError, match="no prompt on frame 0"):
+        logic.previewFrame(request, 0)
 
 
 def test_axis_points_direction_and_changed_frames_follow_the_geometry(volume_scene):

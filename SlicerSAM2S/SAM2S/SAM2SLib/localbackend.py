@@ -10,6 +10,10 @@ import threading
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+
+import sam2s
+from sam2s.data.sources import ArraySource, FrameSource, SourceGeometry, resolve_window, window_to_rgb
+from sam2s.predictor.video import Session
 from SAM2SLib.backend import (
     FrameStack,
     InferenceBackend,
@@ -19,10 +23,6 @@ from SAM2SLib.backend import (
     propagationLength,
 )
 from SAM2SLib.prompts import FramePrediction, SegmentPrompts
-
-import sam2s
-from sam2s.data.sources import ArraySource, FrameSource, SourceGeometry, resolve_window, window_to_rgb
-from sam2s.predictor.video import Session
 
 __all__ = ["FrameListSource", "LocalBackend", "createPredictor", "framesToSource"]
 
@@ -91,7 +91,7 @@ class LocalBackend(InferenceBackend):
         self.settings = settings or ModelSettings()
         self._predictor = predictor
         self._lock = threading.Lock()
-        self._previewSession: tuple[int, Session] | None = None
+        self._previewSession: tuple[FrameStack, Session] | None = None
 
     @property
     def predictor(self) -> sam2s.VideoPredictor:
@@ -128,9 +128,12 @@ class LocalBackend(InferenceBackend):
     def predictFrame(
         self, frames: FrameStack, frameIndex: int, prompts: Sequence[SegmentPrompts]
     ) -> FramePrediction:
-        # One session per frame stack keeps the image features of the clicked frame between clicks.
-        if self._previewSession is None or self._previewSession[0] != id(frames):
-            self._previewSession = (id(frames), Session(self.predictor, framesToSource(frames)))
+        # One session per frame stack keeps the image features of the clicked frame between clicks
+        # (the stack itself is the key and is kept alive, so a new stack never matches an old one).
+        if self._previewSession is None or self._previewSession[0] is not frames:
+            if self._previewSession is not None:
+                self._previewSession[1].close()
+            self._previewSession = (frames, Session(self.predictor, framesToSource(frames)))
         session = self._previewSession[1]
         for objectId in list(session.obj_ids):
             session.remove_object(objectId)

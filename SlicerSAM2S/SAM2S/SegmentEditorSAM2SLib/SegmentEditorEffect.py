@@ -20,6 +20,7 @@ Qt and the Segment Editor base class exist only inside Slicer; without them this
 imports (``SegmentEditorEffect`` then derives from ``object``) so that it can be checked headless.
 """
 
+# ruff: noqa: N999  (Slicer loads effects from SegmentEditorEffect.py)
 from __future__ import annotations
 
 import logging
@@ -71,7 +72,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
         self.prompt = ViewPrompt()
         self.request = None  # SAM2S.PropagationRequest of the preview / propagation in hand
+        self.requestKey = None  # what the request was read for: segments, frame, axis, source
         self.result = None  # SAM2S.PropagationResult waiting for Apply
+        self.categories = None  # the last finished propagation, for its predicted categories
         self.worker = None
         self.previewNode = None
         self.dragStart = None
@@ -188,7 +191,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def sourceVolume(self):
         node = self.parameterNode()
-        getter = getattr(node, "GetSourceVolumeNode", None) or node.GetMasterVolumeNode
+        if node is None:
+            return None
+        getter = getattr(node, "GetSourceVolumeNode", None) or node.GetMasterVolumeNode  # Slicer < 5.4
         return getter()
 
     def videoBrowser(self):
@@ -306,10 +311,24 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.result = None
 
     def preview(self) -> None:
-        """Predict the prompted frame alone and show it."""
+        """Predict the prompted frame alone and show it.
+
+        Further clicks on the same frame reuse the request (and so the model's features of
+        that frame); only the frame's clicks and box change.
+        """
         from SAM2S import PropagationResult
 
-        self.request = self.prepareRequest()
+        key = (
+            tuple(self.segmentIds()),
+            self.prompt.frameIndex,
+            self.prompt.axis,
+            self.sourceVolume().GetID(),
+        )
+        if self.request is None or self.requestKey != key:
+            self.request, self.requestKey = self.prepareRequest(), key
+        else:
+            framePrompt = self.request.prompts[0].frame(self.prompt.frameIndex)
+            framePrompt.clicks, framePrompt.box = list(self.prompt.clicks), self.prompt.box
         prediction = self.logic().previewFrame(self.request, self.prompt.frameIndex)
         self.result = PropagationResult(predictions={self.prompt.frameIndex: prediction.masks})
         self.showPreview()
@@ -323,6 +342,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             logic = self.logic()
             _ = logic.backend  # installs / asks on the main thread, before the worker starts
             self.request = request = self.prepareRequest()
+            self.requestKey = None  # the next click reads the segment again
             self.worker = PropagationWorker(
                 lambda onFrame, cancel: logic.runPropagation(request, onFrame, cancel)
             )
@@ -354,7 +374,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                     self.result = None
                     self.removePreview()
                 else:
-                    self.result = event.result
+                    self.result = self.categories = event.result
                     self.showPreview()
             elif event.kind == "failed":
                 self.finishWorker()
@@ -383,12 +403,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             saveState = None if self.isVideo() else self.scriptedEffect.saveStateForUndo
             written = self.logic().applyPropagation(self.request, self.result, saveState)
             logger.info("SAM2S wrote %s", {k: len(v) for k, v in written.items()})
+        self.result, self.request, self.requestKey = None, None, None
         self.removePreview()
         self.prompt.clear()
         self.updateButtons()
 
     def onDiscard(self) -> None:
-        self.result = None
+        self.result, self.request, self.requestKey, self.categories = None, None, None, None
         self.removePreview()
         self.prompt.clear()
         self.updateButtons()
@@ -399,9 +420,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     # -------------------------------------------------------------- categories (TSL)
     def bestCategory(self):
-        if self.result is None or not self.result.categories:
+        if self.categories is None or not self.categories.categories or self.parameterNode() is None:
             return None
-        return self.result.bestCategory(self.parameterNode().GetSelectedSegmentID())
+        return self.categories.bestCategory(self.parameterNode().GetSelectedSegmentID())
 
     def onWriteCategory(self, where: str) -> None:
         best = self.bestCategory()
@@ -414,18 +435,20 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     # -------------------------------------------------------------- preview display
     def showPreview(self) -> None:
         """Show the predicted masks in a separate, half-transparent segmentation node."""
-        from SAM2SLib.mrmlio import ijkToRasArray, orientedImageFromArray
+        from SAM2SLib.mrmlio import ijkToRasArray, matrixToArray, orientedImageFromArray
 
         if self.result is None or self.request is None or not self.result.predictions:
             return
         target = self.request.target
+        segmentationNode = self.parameterNode().GetSegmentationNode()
         if self.previewNode is None or self.previewNode.GetScene() is None:
             self.previewNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "SAM2S preview")
             self.previewNode.CreateDefaultDisplayNodes()
             self.previewNode.GetDisplayNode().SetOpacity(0.5)
             self.previewNode.SetHideFromEditors(True)
             self.previewNode.SetSaveWithScene(False)
-        source = self.parameterNode().GetSegmentationNode().GetSegmentation()
+        self.previewNode.SetAndObserveTransformNodeID(segmentationNode.GetTransformNodeID())
+        source = segmentationNode.GetSegmentation()
         segmentation = self.previewNode.GetSegmentation()
         for segmentId in self.request.segmentIds:
             if segmentation.GetSegment(segmentId) is None:
@@ -437,7 +460,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                     if segmentId in masks:
                         frames[frameIndex] = masks[segmentId]
                 voxels = np.moveaxis(frames, 0, 2 - target.axis)
-                image = orientedImageFromArray(voxels, ijkToRasArray(self.sourceVolume()))
+                imageToWorld = vtk.vtkMatrix4x4()
+                target.reference.GetImageToWorldMatrix(imageToWorld)  # the volume grid, segmentation frame
+                image = orientedImageFromArray(voxels, matrixToArray(imageToWorld))
             else:
                 masks = self.result.predictions.get(target.currentFrame, {})
                 mask = masks.get(segmentId, np.zeros((target.frames.height, target.frames.width), bool))
