@@ -127,6 +127,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.windowCombo.toolTip = "Intensity window the model sees (on a copy; the volume is never changed)."
         self.scriptedEffect.addLabeledOptionsWidget("Intensities:", self.windowCombo)
 
+        self.deviceCombo = qt.QComboBox()
+        self.deviceCombo.addItems(["auto", "cuda", "cpu"])
+        self.deviceCombo.currentText = qt.QSettings().value("SAM2S/Device", "auto") or "auto"
+        self.deviceCombo.toolTip = (
+            "Where the model runs (auto: CUDA when available). Model and weights: SAM2S module."
+        )
+        self.scriptedEffect.addLabeledOptionsWidget("Device:", self.deviceCombo)
+
         row = qt.QHBoxLayout()
         self.propagateButton = qt.QPushButton("Propagate")
         self.cancelButton = qt.QPushButton("Cancel")
@@ -157,6 +165,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         row.addWidget(self.categoryToTerminologyButton)
         self.scriptedEffect.addOptionsWidget(row)
 
+        self.deviceCombo.connect("currentIndexChanged(int)", self.onDeviceChanged)
         self.propagateButton.connect("clicked()", self.onPropagate)
         self.cancelButton.connect("clicked()", self.onCancel)
         self.applyButton.connect("clicked()", self.onApply)
@@ -165,6 +174,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.categoryToNameButton.connect("clicked()", lambda: self.onWriteCategory("name"))
         self.categoryToTerminologyButton.connect("clicked()", lambda: self.onWriteCategory("terminology"))
         self.updateButtons()
+
+    def onDeviceChanged(self, *_) -> None:
+        qt.QSettings().setValue("SAM2S/Device", self.deviceCombo.currentText)  # read by SAM2S.sharedLogic()
+        self.request, self.requestKey = None, None
 
     def updateButtons(self) -> None:
         busy = self.worker is not None
