@@ -38,7 +38,7 @@ sys.path.insert(0, str(MODULE_DIR / "SegmentEditorSAM2SLib"))
 
 import SAM2S
 from SAM2SLib.backend import FrameStack, InferenceBackend, ModelSettings
-from SAM2SLib.localbackend import LocalBackend
+from SAM2SLib.localbackend import LocalBackend, framesToSource
 from SAM2SLib.mrmlio import ensureSegmentationConverterRules, ensureSequenceNodeClasses
 from SAM2SLib.prompts import Click, FramePrediction, FramePrompt
 from SAM2SLib.record import RECORD_TAG
@@ -396,14 +396,17 @@ def test_axis_points_direction_and_changed_frames_follow_the_geometry(volume_sce
     point_ijk = np.array([5.0, 12.0, 3.0])  # i, j, k
     point_ras = (ijk_to_ras(volume) @ np.append(point_ijk, 1.0))[:3]
     logic = SAM2S.SAM2SLogic(backend=oracle)
+    markups = slicer.vtkMRMLMarkupsFiducialNode()
+    volume_scene.scene.AddNode(markups)
+    markups.AddControlPoint(*(ijk_to_ras(volume) @ np.array([8.0, 12.2, 1.0, 1.0]))[:3])
     request = logic.preparePropagation(
-        volume, segmentation, "tool", "forward", negativePoints=[point_ras.tolist()]
+        volume, segmentation, "tool", "forward", positivePoints=markups, negativePoints=[point_ras.tolist()]
     )
     assert request.target.axis == 1
     prompts = request.prompts[0]
     assert sorted(prompts.maskFrames()) == [j0, preset]  # the preset slice is (so far) user content
-    click = prompts.frames[12].clicks[0]
-    assert (click.x, click.y, click.positive) == pytest.approx((5.0, 3.0, False))  # (i, k) on slice j = 12
+    clicks = [(c.x, c.y, c.positive) for c in prompts.frames[12].clicks]  # (i, k) on slice j = 12
+    assert clicks == [pytest.approx((8.0, 1.0, True)), pytest.approx((5.0, 3.0, False))]
     frames = request.frames.frames
     assert frames.shape == (SHAPE[1], SHAPE[0], SHAPE[2])
     np.testing.assert_array_equal(frames[j0], voxels[:, j0, :])
@@ -469,6 +472,26 @@ def test_several_segments_are_several_objects_and_errors_are_clear(volume_scene)
     np.testing.assert_array_equal(other[[3, 4]], truth[[3, 4]])
     np.testing.assert_array_equal(other[:3], other_mask[:3])  # drawn slices of "other" are its prompts
     assert set(result.written) == {"tool", "other"}
+
+
+def test_model_sees_the_display_window_on_a_copy_of_the_voxels(volume_scene):
+    volume, segmentation, voxels = volume_scene.volume, volume_scene.segmentation, volume_scene.voxels
+    display = slicer.vtkMRMLScalarVolumeDisplayNode()
+    volume_scene.scene.AddNode(display)
+    volume.SetAndObserveDisplayNodeID(display.GetID())
+    display.AutoWindowLevelOff()
+    display.SetWindowLevel(400.0, 100.0)
+    logic = SAM2S.SAM2SLogic(backend=OracleBackend())
+    request = logic.preparePropagation(volume, segmentation, "tool")
+    assert request.frames.window == pytest.approx((-100.0, 300.0))
+    source = framesToSource(request.frames)
+    expected = np.clip((voxels[3].astype(float) + 100.0) * 255.0 / 400.0, 0, 255)
+    np.testing.assert_array_equal(
+        source.read(3), np.repeat(np.rint(expected).astype(np.uint8)[..., None], 3, 2)
+    )
+    request.frames.frames[3] += 1  # the frames are a copy: the volume does not see this
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), voxels)
+    assert logic.preparePropagation(volume, segmentation, "tool", window="ct_lung").frames.window == "ct_lung"
 
 
 def test_cancel_mid_propagation_leaves_the_segmentation_as_it_was(volume_scene, mini_predictor):
@@ -656,6 +679,9 @@ def test_video_prompts_come_from_the_sequence_and_only_changed_frames_are_writte
     unsaved[10:12, 20:23] = True  # drawn on the shown frame, not yet recorded in the sequence
     set_segment(segmentation, "other", unsaved[None], proxy)
     point_ras = (ijk_to_ras(proxy) @ np.array([7.0, 11.0, 0.0, 1.0]))[:3]
+    for source in (video, proxy):  # the video's sequence, or its proxy volume, mean the same video
+        same = logic.preparePropagation(source, segmentation, "tool")
+        assert same.target.kind == "sequence" and same.target.browser is browser
     request = logic.preparePropagation(browser, segmentation, "tool", "both", positivePoints=[point_ras])
     prompts = request.prompts[0]
     assert sorted(prompts.maskFrames()) == [0, 2]
