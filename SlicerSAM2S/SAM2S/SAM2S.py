@@ -184,7 +184,7 @@ class SAM2SLogic(ScriptedLoadableModuleLogic):
         self.settings = ModelSettings(modelName, checkpoint, device)
         self._backend = backend
         self._editors: dict[int, SegmentEditorAccess] = {}
-        self._lastApplied: tuple[VolumeTarget | SequenceTarget, SegmentEditorAccess] | None = None
+        self._undoLast: Callable[[], None] | None = None
         self._headlessSequences = None
         self.confirm: Callable[[str], bool] | None = None
         """Asks the user before installing packages or downloading weights (set by the UI)."""
@@ -337,7 +337,7 @@ class SAM2SLogic(ScriptedLoadableModuleLogic):
         editor = self._editorFor(request.target.segmentationNode.GetScene())
         result.written = request.target.apply(result.predictions, editor, saveState)
         if result.written:
-            self._lastApplied = (request.target, editor)
+            self._undoLast = request.target.undoStep(editor)
         return result.written
 
     def previewFrame(self, request: PropagationRequest, frameIndex: int) -> FramePrediction:
@@ -351,11 +351,10 @@ class SAM2SLogic(ScriptedLoadableModuleLogic):
         restore the segmentation sequence's items. In the Segment Editor the effect saves its
         undo state in the editor instead, so Ctrl+Z works there.
         """
-        if self._lastApplied is None:
+        if self._undoLast is None:
             raise RuntimeError("nothing to undo: no propagation was applied")
-        target, editor = self._lastApplied
-        self._lastApplied = None
-        target.undo(editor)
+        undo, self._undoLast = self._undoLast, None
+        undo()
 
     # -------------------------------------------------------------- categories
     @staticmethod

@@ -9,7 +9,7 @@ Both targets do the same three things on the main thread:
   optional RAS point lists;
 * :meth:`apply`: write the predicted masks of the frames that changed, after saving one undo
   state, never touching other segments or frames that were not predicted;
-* :meth:`undo`: return to the state saved by the last :meth:`apply`.
+* ``undoStep(editor)``: a callable that returns to the state saved by the last :meth:`apply`.
 """
 
 from __future__ import annotations
@@ -294,9 +294,15 @@ class VolumeTarget:
             records[segmentId].write(_segment(self.segmentationNode, segmentId))
         return {segmentId: sorted(changed) for segmentId, changed in changes.items() if changed}
 
-    def undo(self, editor: SegmentEditorAccess) -> None:
-        editor.bind(self.segmentationNode)
-        editor.undo()
+    def undoStep(self, editor: SegmentEditorAccess) -> Callable[[], None]:
+        """What undoes the last :meth:`apply`; it keeps neither the frames nor the prompts."""
+        segmentationNode = self.segmentationNode
+
+        def undo() -> None:
+            editor.bind(segmentationNode)
+            editor.undo()
+
+        return undo
 
 
 # ---------------------------------------------------------------------------------- videos
@@ -572,7 +578,11 @@ class SequenceTarget:
             record.remember(0, mask)
         record.write(segmentation.GetSegment(segmentId))
 
-    def undo(self, editor=None) -> None:
+    def undoStep(self, editor=None) -> Callable[[], None]:
+        """What undoes the last :meth:`apply` (the frames it keeps are Slicer's, not copies)."""
+        return self.undo
+
+    def undo(self) -> None:
         """Put back the sequence items (and the proxy) as they were before the last :meth:`apply`."""
         undo, self._undo = self._undo, None
         if undo is None:
