@@ -43,6 +43,7 @@ __all__ = [
     "add_arguments",
     "check_prompts_fit",
     "default_writers",
+    "print_summary",
     "run",
 ]
 
@@ -344,13 +345,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false")
 
 
-def run(args: argparse.Namespace) -> int:
-    options = SegmentOptions(**{k: getattr(args, k) for k in SegmentOptions.__dataclass_fields__})
-    summary = SegmentJob(options).run()
+def print_summary(summary: dict) -> None:
+    """Print what a run did and where its masks, overlay and label volume are."""
     print(f"segmented {summary['frames_written']} frames of {summary['input']} in {summary['seconds']} s")
     print(f"  masks:   {summary['masks']}")
     if summary["overlay"]:
         print(f"  overlay: {summary['overlay']}")
     if summary["label_volume"]:
         print(f"  labels:  {summary['label_volume']}")
+
+
+def run(args: argparse.Namespace) -> int:
+    options = SegmentOptions(**{k: getattr(args, k) for k in SegmentOptions.__dataclass_fields__})
+    print_summary(SegmentJob(options).run())
     return 0
