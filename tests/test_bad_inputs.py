@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import av
@@ -10,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
+from sam2s.checkpoint import CheckpointError
 from sam2s.data.sources import (
     ArraySource,
     FrameFolderSource,
@@ -19,6 +21,7 @@ from sam2s.data.sources import (
     VolumeSource,
     open_source,
 )
+from sam2s.prompts import PromptsFileError
 from sam2s.writers import LabelVolumeWriter, PngMaskWriter, check_masks
 
 
@@ -269,3 +272,105 @@ def test_writer_inputs_are_checked(tmp_path):
     video = ArraySource(np.zeros((2, 4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match="write video masks with PngMaskWriter"):
         LabelVolumeWriter(tmp_path / "labels.nrrd", video.geometry)
+
+
+# -- the MONAI bundle's inference config -----------------------------------------------------
+
+
+def _bundle_error(tmp_path: Path, **overrides) -> BaseException:
+    """Run bundle/configs/inference.json in this process; return the error that stopped it.
+
+    MONAI wraps what a config raises in "Failed to evaluate/instantiate" errors; the message
+    that names the problem is the first cause in the chain, printed first in the traceback.
+    """
+    import torch
+    from monai.bundle import ConfigWorkflow
+
+    from tests.parity import parity_model
+
+    configs = Path(__file__).resolve().parents[1] / "bundle" / "configs"
+    if "checkpoint" not in overrides:
+        overrides["checkpoint"] = str(tmp_path / "mini.pt")
+        torch.save({"model": parity_model("sam2.1_hiera_mini").state_dict()}, overrides["checkpoint"])
+    workflow = ConfigWorkflow(
+        config_file=str(configs / "inference.json"), logging_file=False, workflow_type="infer",
+        model="sam2.1_hiera_mini", device="cpu", output_dir=str(tmp_path / "out"), progress=False, **overrides,
+    )
+    with pytest.raises(Exception) as caught:
+        workflow.initialize()
+        workflow.run()
+    error = caught.value
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def _clip_and_prompts(tmp_path: Path, prompts_text: str) -> tuple[Path, Path]:
+    clip = encode_clip(tmp_path / "clip.mp4", num_frames=4)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(prompts_text)
+    return clip, prompts
+
+
+def test_bundle_missing_input(tmp_path):
+    _, prompts = _clip_and_prompts(tmp_path, '{"objects": [{"id": 1, "prompts": [{"frame": 0, "box": [1, 1, 9, 9]}]}]}')
+    error = _bundle_error(tmp_path, input=str(tmp_path / "missing.mp4"), prompts=str(prompts))
+    assert isinstance(error, FileNotFoundError)
+    assert re.search(r"input '.*missing\.mp4' does not exist; pass --input with a video file", str(error))
+
+
+def test_bundle_prompts_with_bad_json(tmp_path):
+    clip, prompts = _clip_and_prompts(tmp_path, '{"objects": [{"id": 1, "prompts": [{"frame": 0,}]}]}')
+    error = _bundle_error(tmp_path, input=str(clip), prompts=str(prompts))
+    assert isinstance(error, PromptsFileError)
+    assert re.search(r"prompts file '.*prompts\.json' is not valid JSON: .*line 1 column", str(error))
+
+
+def test_bundle_prompts_outside_the_frames(tmp_path):
+    clip, prompts = _clip_and_prompts(
+        tmp_path, '{"objects": [{"id": 7, "prompts": [{"frame": 1, "points": [[30, 20], [65, 10]], "labels": [1, 0]}]}]}'
+    )
+    error = _bundle_error(tmp_path, input=str(clip), prompts=str(prompts))
+    assert isinstance(error, PromptsFileError)
+    assert re.search(
+        r"prompts\.json: objects\[0\] \(id 7\)\.prompts\[0\]: point \(65, 10\) is outside the 64x48 frames of "
+        r".*clip\.mp4; points and boxes are \(x, y\) pixels with 0 <= x <= 64, 0 <= y <= 48",
+        str(error),
+    )
+    prompts.write_text('{"objects": [{"id": 1, "prompts": [{"frame": 4, "box": [1, 1, 9, 9]}]}]}')
+    error = _bundle_error(tmp_path, input=str(clip), prompts=str(prompts))
+    assert re.search(r"frame 4 is out of range: .*clip\.mp4 has 4 frames \(0\.\.3\)", str(error))
+
+
+def test_bundle_wrong_checkpoint(tmp_path):
+    import torch
+
+    clip, prompts = _clip_and_prompts(tmp_path, '{"objects": [{"id": 1, "prompts": [{"frame": 0, "box": [1, 1, 9, 9]}]}]}')
+    error = _bundle_error(tmp_path, input=str(clip), prompts=str(prompts), checkpoint=str(tmp_path / "nope.pt"))
+    assert isinstance(error, FileNotFoundError)
+    assert "checkpoint" in str(error) and "nope.pt' does not exist; or pass --checkpoint PATH" in str(error)
+    (tmp_path / "bundle_models" / "models").mkdir(parents=True)
+    missing_demo = tmp_path / "bundle_models" / "models" / "model.pt"
+    error = _bundle_error(tmp_path, input=str(clip), prompts=str(prompts), checkpoint=str(missing_demo))
+    assert "this bundle does not hold its model yet (models/model.pt)" in str(error)
+    torch.save({"model": torch.nn.Linear(300, 300).state_dict()}, tmp_path / "linear.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((tmp_path / "linear.pt").read_bytes()[:100_000])
+    error = _bundle_error(tmp_path, input=str(clip), prompts=str(prompts), checkpoint=str(truncated))
+    assert isinstance(error, CheckpointError)
+    assert re.search(r"truncated\.pt' is truncated or corrupt .*; download it again", str(error))
+    other = tmp_path / "other_model.pt"
+    torch.save({"model": {"backbone.conv1.weight": torch.zeros(8, 3, 3, 3)}}, other)
+    error = _bundle_error(tmp_path, input=str(clip), prompts=str(prompts), checkpoint=str(other))
+    assert isinstance(error, CheckpointError)
+    assert re.search(r"other_model\.pt' is an unknown architecture .* but the config 'sam2.1_hiera_mini' is", str(error))
+
+
+def test_segment_command_checks_prompts_before_touching_the_output(tmp_path, capsys):
+    from sam2s.cli import main
+
+    clip, prompts = _clip_and_prompts(tmp_path, '{"objects": [{"id": 1, "prompts": [{"frame": 0, "box": [1, 1, 99, 9]}]}]}')
+    out = tmp_path / "out"
+    assert main(["segment", str(clip), "--prompts", str(prompts), "--out", str(out), "--checkpoint", "none"]) == 2
+    assert "point (99, 9) is outside the 64x48 frames" in capsys.readouterr().err
+    assert not out.exists()
