@@ -169,7 +169,8 @@ class SAM2SLogic(ScriptedLoadableModuleLogic):
         checkpoint: ``"demo"``, a local checkpoint path, or ``None`` for random weights (tests).
         device: ``"auto"``, ``"cuda"`` or ``"cpu"``.
         backend: an :class:`~SAM2SLib.backend.InferenceBackend` to use instead of building one
-            from the three settings above (a remote server, or a test double).
+            from the settings (a test double, or a configured remote backend).
+        serverUrl: run the model on this MONAI Label server (SAM2S app) instead of in Slicer.
     """
 
     def __init__(
@@ -178,10 +179,11 @@ class SAM2SLogic(ScriptedLoadableModuleLogic):
         checkpoint: str | None = DEMO_CHECKPOINT,
         device: str = "auto",
         backend: InferenceBackend | None = None,
+        serverUrl: str | None = None,
     ) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         ensureSegmentationConverterRules()
-        self.settings = ModelSettings(modelName, checkpoint, device)
+        self.settings = ModelSettings(modelName, checkpoint, device, serverUrl)
         self._backend = backend
         self._editors: dict[int, SegmentEditorAccess] = {}
         self._undoLast: Callable[[], None] | None = None
@@ -190,9 +192,11 @@ class SAM2SLogic(ScriptedLoadableModuleLogic):
         """Asks the user before installing packages or downloading weights (set by the UI)."""
 
     # -------------------------------------------------------------- model
-    def setModel(self, modelName: str, checkpoint: str | None, device: str = "auto") -> None:
-        """Use another model from now on (the current one is released)."""
-        settings = ModelSettings(modelName, checkpoint, device)
+    def setModel(
+        self, modelName: str, checkpoint: str | None, device: str = "auto", serverUrl: str | None = None
+    ) -> None:
+        """Use another model (or server) from now on (the current one is released)."""
+        settings = ModelSettings(modelName, checkpoint, device, serverUrl)
         if settings != self.settings:
             self.settings = settings
             if self._backend is not None:
@@ -204,7 +208,8 @@ class SAM2SLogic(ScriptedLoadableModuleLogic):
         if self._backend is None:
             from SAM2SLib.dependencies import ensureDependencies
 
-            ensureDependencies(self.confirm)
+            if not self.settings.serverUrl:  # a server needs nothing installed here
+                ensureDependencies(self.confirm)
             self._backend = createBackend(self.settings)
         return self._backend
 
@@ -446,6 +451,7 @@ def sharedLogic() -> SAM2SLogic:
             settings.value(SETTINGS_PREFIX + "ModelName", DEMO_MODEL) or DEMO_MODEL,
             checkpoint,
             settings.value(SETTINGS_PREFIX + "Device", "auto") or "auto",
+            settings.value(SETTINGS_PREFIX + "ServerUrl", "") or None,  # a MONAI Label server, if set
         )
         _sharedLogic.confirm = lambda message: slicer.util.confirmOkCancelDisplay(
             message, windowTitle="SAM2S"

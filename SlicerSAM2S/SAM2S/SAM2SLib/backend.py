@@ -1,9 +1,10 @@
 """The small interface between the Slicer extension and whatever runs the model.
 
 :class:`InferenceBackend` is all the logic and the effect ever call. The in-process backend
-(:class:`~SAM2SLib.localbackend.LocalBackend`, the ``sam2s`` package inside Slicer's Python) is
-the only one today; a remote one (a MONAI Label server running the ``sam2s`` infer task) fits
-behind the same two methods, because frames, prompts and predictions are plain numpy.
+(:class:`~SAM2SLib.localbackend.LocalBackend`, the ``sam2s`` package inside Slicer's Python) and
+the remote one (:class:`~SAM2SLib.remotebackend.RemoteBackend`, a MONAI Label server running the
+``sam2s`` infer task, chosen by :attr:`ModelSettings.serverUrl`) sit behind the same two methods,
+because frames, prompts and predictions are plain numpy.
 
 Threading: :meth:`InferenceBackend.propagate` is called from a worker thread; backends must not
 touch MRML or Qt. Cancelling is closing the iterator (stop iterating).
@@ -48,11 +49,14 @@ class ModelSettings:
             random weights (tests only). Downloads are resolved to a local path beforehand by
             :func:`SAM2SLib.weights.resolveCheckpoint`.
         device: ``"auto"`` (CUDA when available), ``"cuda"`` or ``"cpu"``.
+        serverUrl: a MONAI Label server with the SAM2S app (``"http://host:8000"``): the model
+            runs there, and the three settings above are the server's business; ``None``: here.
     """
 
     modelName: str = DEMO_MODEL
     checkpoint: str | None = DEMO_CHECKPOINT
     device: str = "auto"
+    serverUrl: str | None = None
 
 
 @dataclass
@@ -144,7 +148,13 @@ class InferenceBackend(ABC):
 
 
 def createBackend(settings: ModelSettings | None = None) -> InferenceBackend:
-    """The backend the extension uses: in-process ``sam2s`` (imported on first use)."""
+    """The backend the extension uses: a SAM2S server when ``serverUrl`` is set, else in-process
+    ``sam2s`` (imported on first use)."""
+    settings = settings or ModelSettings()
+    if settings.serverUrl:
+        from SAM2SLib.remotebackend import RemoteBackend
+
+        return RemoteBackend(settings.serverUrl)
     from SAM2SLib.localbackend import LocalBackend
 
-    return LocalBackend(settings or ModelSettings())
+    return LocalBackend(settings)
