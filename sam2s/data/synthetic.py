@@ -42,7 +42,6 @@ import argparse
 import itertools
 import json
 import math
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -54,6 +53,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from sam2s.data.vocabulary import INSTRUMENTS, TISSUES, category_kind
+from sam2s.writers.base import davis_palette, save_atomically
 
 __all__ = [
     "SceneObject",
@@ -1040,38 +1040,8 @@ def make_synthetic_volume(
 # ----------------------------------------------------------------------------------------------
 
 
-def davis_palette() -> np.ndarray:
-    """The 256-colour palette of DAVIS / PASCAL VOC annotation PNGs, uint8 (256, 3).
-
-    Colour of id ``i``: the bits of ``i`` are dealt in turn to R, G and B, from the most
-    significant bit of each channel down.
-    """
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for index in range(256):
-        value, rgb = index, [0, 0, 0]
-        for bit in range(8):
-            for channel in range(3):
-                rgb[channel] |= ((value >> channel) & 1) << (7 - bit)
-            value >>= 3
-        palette[index] = rgb
-    return palette
-
-
-def _atomic_save(path: Path, save) -> None:
-    """Write through ``save(temporary_path)`` and rename, so no reader sees a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the real extension last: some writers choose the format from it.
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{''.join(path.suffixes)}")
-    try:
-        save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _write_json(path: Path, data: object) -> None:
-    _atomic_save(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+    save_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 
 def write_davis_video(video: SyntheticVideo, root: str | Path, name: str, progress: bool = True) -> None:
@@ -1095,10 +1065,10 @@ def write_davis_video(video: SyntheticVideo, root: str | Path, name: str, progre
         jpg = Image.fromarray(frame.image)
         png = Image.fromarray(frame.label_map(obj_ids), mode="P")
         png.putpalette(palette)
-        _atomic_save(
+        save_atomically(
             frame_dir / f"{frame.index:05d}.jpg", partial(jpg.save, format="JPEG", quality=95, subsampling=0)
         )
-        _atomic_save(annotation_dir / f"{frame.index:05d}.png", partial(png.save, format="PNG"))
+        save_atomically(annotation_dir / f"{frame.index:05d}.png", partial(png.save, format="PNG"))
 
 
 def write_nifti_volume(volume: SyntheticVolume, root: str | Path, name: str) -> tuple[Path, Path]:
@@ -1124,7 +1094,7 @@ def write_nifti_volume(volume: SyntheticVolume, root: str | Path, name: str) -> 
         image.SetSpacing(volume.spacing)
         image.SetOrigin(volume.origin)
         image.SetDirection(tuple(float(v) for v in volume.direction.reshape(-1)))
-        _atomic_save(path, lambda tmp, image=image: sitk.WriteImage(image, str(tmp)))
+        save_atomically(path, lambda tmp, image=image: sitk.WriteImage(image, str(tmp)))
     return paths
 
 

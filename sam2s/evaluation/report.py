@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sam2s.evaluation.aggregate import BenchmarkScore, ObjectScore, SubsetScore, VideoScore
+from sam2s.writers.base import save_atomically
 
 if TYPE_CHECKING:
     from sam2s.evaluation.runner import EvaluationResult
@@ -24,26 +23,8 @@ __all__ = [
     "markdown_report",
     "plot_per_frame_jf",
     "result_to_dict",
-    "save_atomically",
     "write_report",
 ]
-
-
-def save_atomically(path: str | Path, save: Callable[[Path], Any]) -> Path:
-    """Call ``save(temporary_path)`` and rename the result to ``path``; no half-written file remains.
-
-    The temporary name keeps ``path``'s extensions, for writers that pick the format from them.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{''.join(path.suffixes)}")
-    try:
-        save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def _number(value: float) -> float | None:

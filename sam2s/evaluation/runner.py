@@ -209,8 +209,7 @@ def _prompt_objects(
 
 
 def _save_label_png(path: Path, labels: np.ndarray) -> None:
-    from sam2s.data.synthetic import davis_palette
-    from sam2s.evaluation.report import save_atomically
+    from sam2s.writers.base import davis_palette, save_atomically
 
     image = Image.fromarray(labels.astype(np.uint8), mode="P")
     image.putpalette(davis_palette().reshape(-1).tolist())

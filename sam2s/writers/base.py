@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +25,7 @@ __all__ = [
     "CompositeMaskWriter",
     "MaskWriter",
     "atomic_output",
+    "save_atomically",
     "check_masks",
     "davis_palette",
     "label_map",
@@ -48,6 +49,13 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     finally:
         if temporary.exists():
             temporary.unlink()
+
+
+def save_atomically(path: str | Path, save: Callable[[Path], object]) -> Path:
+    """Call ``save(temporary_path)`` and rename the result to ``path`` (see :func:`atomic_output`)."""
+    with atomic_output(path) as temporary:
+        save(temporary)
+    return Path(path)
 
 
 def remove_stale_temporaries(folder: Path, name_pattern: str = "*") -> None:
