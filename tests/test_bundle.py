@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -58,11 +59,21 @@ def network_args(checkpoint: Path) -> list[str]:
     return ["--model", "sam2.1_hiera_mini", "--checkpoint", str(checkpoint)]
 
 
-def run_bundle(config: Path, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def run_bundle(config: Path | str, *args: str, cwd: Path = ROOT, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), *args]
-    result = subprocess.run(command, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    launcher = launcher or (sys.executable,)
+    command = [*launcher, "-m", "monai.bundle", "run", "--config_file", str(config), *args]
+    # A session of its own, so a run that hangs is stopped with every process it started.
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{' '.join(command)} did not finish in 300 s:\n{stdout[-2000:]}{stderr[-2000:]}")
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    assert result.returncode == 0, stdout[-3000:] + stderr[-3000:]
     return result
 
 
@@ -159,11 +170,47 @@ def test_evaluate_prints_the_jf_table(tmp_path, mini_checkpoint):
     assert report["protocol"] == "box"
 
 
+# -- training ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def training_data(tmp_path_factory) -> Path:
+    from sam2s.data.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("training_data")
+    return write_synthetic_dataset(root, num_videos=2, num_frames=6, height=64, width=64, seed=5, progress=False).root
+
+
+TRAIN_ARGS = ("--model", "sam2s_mini", "--steps_per_epoch", "2", "--device", "cpu", "--progress", "False")
+
+
+def test_train_runs_a_few_steps_and_writes_a_checkpoint(tmp_path, training_data):
+    import sam2s
+
+    result = run_bundle(CONFIGS / "train.json", "--dataset_dir", str(training_data), "--output_dir", str(tmp_path),
+                        "--batch_size", "1", *TRAIN_ARGS)
+    assert f"trained 2 steps (1 x 2); weights: {tmp_path / 'model_final.pt'}" in result.stdout
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
+    assert "sam2s_mini" in (tmp_path / "train.log").read_text()
+    model = sam2s.build_model("sam2s_mini", checkpoint=tmp_path / "model_final.pt")
+    assert model.config.name == "sam2s_mini"
+
+
+def test_multi_gpu_train_runs_under_torchrun_with_two_cpu_processes(tmp_path, training_data):
+    configs = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    run_bundle(configs, "--dataset_dir", str(training_data), "--output_dir", str(tmp_path),
+               "--batch_size_per_process", "1", *TRAIN_ARGS, launcher=torchrun)
+    log = (tmp_path / "train.log").read_text()
+    assert "2 process(es), gloo backend" in log and "global batch 2 clips" in log
+    assert (tmp_path / "model_final.pt").is_file() and (tmp_path / "checkpoints" / "last.pt").is_file()
+
+
 # -- configs in the model-zoo style ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("config, workflow_type", [("inference.json", "infer"), ("evaluate.json", "infer")])
-def test_config_has_the_required_properties(config, workflow_type, mini_checkpoint):
+def test_inference_configs_have_the_required_properties(config, workflow_type, mini_checkpoint):
     workflow = ConfigWorkflow(
         config_file=str(CONFIGS / config), meta_file=str(CONFIGS / "metadata.json"), logging_file=False,
         workflow_type=workflow_type, model="sam2.1_hiera_mini", checkpoint=str(mini_checkpoint), device="cpu",
@@ -182,6 +229,33 @@ def test_config_has_the_required_properties(config, workflow_type, mini_checkpoi
         assert workflow.dataset[0].input == SAMPLE / "surgery_clip.mp4"
         # the memory policy comes from the network's config (SAM 2 window for SAM 2.1 models)
         assert type(workflow.parser.get_parsed_content("memory_policy")()).__name__ == "SAM2WindowPolicy"
+
+
+@pytest.mark.parametrize("configs", [["train.json"], ["train.json", "multi_gpu_train.json"]])
+def test_train_configs_have_the_required_properties(configs, monkeypatch):
+    from sam2s.bundle import TrainingWorkflow
+    from sam2s.training import TrainConfig
+
+    monkeypatch.setenv("WORLD_SIZE", "4")  # what torchrun would set; nothing is launched here
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / name) for name in configs], meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False, workflow_type="train", max_epochs=3, steps_per_epoch=5,
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    assert workflow.max_epochs == 3 and Path(workflow.dataset_dir) == SAMPLE / "surgery_clip"
+    trainer = workflow.trainer
+    assert isinstance(trainer, TrainingWorkflow) and isinstance(trainer.config, TrainConfig)
+    assert trainer.config.steps == 15 and trainer.config.model == "sam2s_demo"
+    assert trainer.config.data.videos == [str(SAMPLE / "surgery_clip")]
+    assert trainer.config.sampling.hybrid and trainer.config.sampling.num_long_term == 2  # DiveMem clips
+    if "multi_gpu_train.json" in configs:
+        assert trainer.config.device == "cuda" and trainer.config.batch_size == 4 * 2 and trainer.require_torchrun
+        monkeypatch.delenv("WORLD_SIZE")
+        with pytest.raises(RuntimeError, match="launch it with torchrun"):
+            trainer.run()
+    else:
+        assert trainer.config.device == "auto" and not trainer.require_torchrun
 
 
 def test_bundle_root_is_found_from_the_bundle_or_its_parent(tmp_path):

@@ -13,6 +13,7 @@ from sam2s.bundle.download import (
     fetch_large_files,
     read_large_files,
 )
+from sam2s.bundle.training import TrainingWorkflow
 from sam2s.bundle.workflows import (
     CheckInputs,
     EvaluationWorkflow,
@@ -33,6 +34,7 @@ __all__ = [
     "MaskWriterSet",
     "SegmentationInput",
     "SegmentationWorkflow",
+    "TrainingWorkflow",
     "check_dataset",
     "fetch_large_files",
     "find_bundle_root",
