@@ -9,7 +9,7 @@
         hash_val: "<hex digest>"               # quoted; only where the file's authors publish one
         hash_type: sha256                      # md5, sha1, sha256 or sha512
 
-This module fetches one file by name (MONAI's command fetches all of them, about 2 GB for the
+This module fetches one file by name (MONAI's command fetches all of them, about 1.6 GB for the
 four SAM 2.1 sizes), writes to a hidden temporary file beside the target and renames it only
 after the hash matches, so a failed or tampered download never leaves a file behind. Entries
 without ``hash_val`` are fetched unchecked, with a warning; ``file://`` URLs work too.
