@@ -142,7 +142,8 @@ class SegmentJob:
             "seconds": round(time.perf_counter() - started, 3),
             "masks": str(self.out / "masks"),
             "overlay": None if overlay is None else str(overlay),
-            "label_volume": str(self.out / "labels.nii.gz") if source.geometry.volume is not None else None,
+            # the writers decide what is written (the bundle can switch the label volume off)
+            "label_volume": str(self.out / "labels.nii.gz") if (self.out / "labels.nii.gz").is_file() else None,
         }
         _write_json(self.out / "summary.json", summary)
         (self.out / SESSION_STATE).unlink(missing_ok=True)

@@ -156,6 +156,20 @@ def test_inference_segments_an_mp4_and_a_nifti_volume(tmp_path, mini_checkpoint)
     assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "volume_out" / "labels.nii.gz"))))) <= {0, 2}
 
 
+def test_mask_writer_set_chooses_the_writers(tmp_path):
+    from sam2s.data.sources import ArraySource, open_source
+    from sam2s.writers import LabelVolumeWriter, PngMaskWriter, SegNrrdWriter
+
+    video = ArraySource(np.zeros((2, 8, 8, 3), np.uint8))
+    assert [type(w) for w in MaskWriterSet()(tmp_path / "a", video, False)] == [PngMaskWriter]
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 8, 8), np.int16)), str(tmp_path / "ct.nrrd"))
+    volume = open_source(tmp_path / "ct.nrrd")
+    kinds = [type(w) for w in MaskWriterSet()(tmp_path / "b", volume, False)]
+    assert kinds == [PngMaskWriter, LabelVolumeWriter, SegNrrdWriter]
+    kinds = [type(w) for w in MaskWriterSet(label_volume=False)(tmp_path / "c", volume, False)]
+    assert kinds == [PngMaskWriter, SegNrrdWriter]
+
+
 def test_evaluate_prints_the_jf_table(tmp_path, mini_checkpoint):
     from sam2s.data.synthetic import write_synthetic_dataset
 
