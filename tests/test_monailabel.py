@@ -34,7 +34,15 @@ from requests_toolbelt.multipart.decoder import MultipartDecoder
 import sam2s
 from sam2s.checkpoint import save_checkpoint
 from sam2s.data.sources import ArraySource
-from sam2s.monailabel import IndexLayout, InferRequest, RequestError, SessionKey, SessionStore, decode_mask
+from sam2s.monailabel import (
+    IndexLayout,
+    InferRequest,
+    InteractiveSegmenter,
+    RequestError,
+    SessionKey,
+    SessionStore,
+    decode_mask,
+)
 from sam2s.monailabel.sessions import ImageSession
 from sam2s.writers import label_map
 
@@ -413,6 +421,60 @@ def test_session_store_expires_idle_sessions_and_keeps_a_bounded_number(referenc
         SessionStore(expiry_s=0)
 
 
+def test_a_propagation_answers_at_most_the_frame_cap_and_resumes(reference, data, tmp_path):
+    segmenter = InteractiveSegmenter(
+        reference, SessionStore(), max_frames_per_request=2, result_folder=str(tmp_path)
+    )
+    request = {"image": str(data.volume), "image_id": "volume", "client_id": "c", "propagate": "both"}
+
+    _, first = segmenter({**request, "foreground": [[22, 18, 3]]})
+    _, second = segmenter({"image": str(data.volume), "image_id": "volume", "client_id": "c", "resume": True})
+
+    assert (first["frames"], first["finished"]) == ([3, 4], False)
+    assert (second["frames"], second["finished"]) == ([5], False)  # the forward pass ends here
+    assert first["progress"] == {"done": 2, "total": 6} and second["progress"]["done"] == 3
+
+
+# ---------------------------------------------------------------------------------- tests: settings
+def test_app_settings_choose_model_device_and_sessions(checkpoint):
+    from sam2s.monailabel.infer import AppSettings, build_segmenter
+
+    conf = {
+        "model": "sam2.1_hiera_mini",
+        "checkpoint": str(checkpoint),
+        "device": "cpu",
+        "session_expiry": "90",
+    }
+    settings = AppSettings.from_conf({**conf, "labels": "grasper, liver"})
+    segmenter = build_segmenter(settings)  # through bundle/configs/inference.json
+
+    assert segmenter.predictor.model.config.name == "sam2.1_hiera_mini"
+    assert str(segmenter.predictor.device) == "cpu" and segmenter.store.expiry_s == 90.0
+    assert segmenter.label_ids == {"grasper": 1, "liver": 2}
+    assert AppSettings.from_conf({}).labels[:2] == ("ligature", "grasper")  # the SAM2S vocabulary
+    with pytest.raises(ValueError, match="--conf max_sessions must be an integer"):
+        AppSettings.from_conf({"max_sessions": "many"})
+    with pytest.raises(ValueError, match="--conf session_expiry must be at least"):
+        AppSettings.from_conf({"session_expiry": "0"})
+
+
+@pytest.mark.gpu
+def test_cuda_is_chosen_by_the_server_config(checkpoint, data):
+    from sam2s.monailabel.infer import AppSettings, build_segmenter
+
+    conf = {"model": "sam2.1_hiera_mini", "checkpoint": str(checkpoint), "device": "cuda"}
+    segmenter = build_segmenter(AppSettings.from_conf(conf))
+    assert segmenter.predictor.device.type == "cuda"
+
+    path, result = segmenter(
+        {"image": str(data.volume), "image_id": "volume", "client_id": "gpu", "foreground": [[22, 18, 3]]}
+    )
+
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(path))
+    assert labels.shape == VOLUME_SHAPE and result["frames"] == [3]
+    assert set(np.unique(labels)) <= {0, 1} and not np.delete(labels, 3, axis=0).any()
+
+
 # ---------------------------------------------------------------------------------- tests: errors
 @pytest.mark.parametrize(
     ("model", "image", "params", "status", "message"),
@@ -575,9 +637,19 @@ def test_slicer_remote_backend_gives_the_local_segment_with_progress_and_cancel(
     np.testing.assert_array_equal(remote_outcome[2][1], local[2][1])  # the same segment in the scene
     np.testing.assert_array_equal(remote_outcome[3].masks[segment_id], local[3].masks[segment_id])
 
-    # the backend's own progress callback, and cancelling after the first frame
+    # a preview click while a propagation is under way does not disturb it (two server sessions)
     _scene, volume, segmentation, segment_id = slicer_volume_scene(data.voxels)
     request = SAM2S.SAM2SLogic(backend=remote).preparePropagation(volume, segmentation, segment_id)
+    running = remote.propagate(request.frames, request.prompts, "both")
+    predictions = [next(running)]
+    assert remote.predictFrame(request.frames, DRAWN_SLICE, request.prompts).frameIndex == DRAWN_SLICE
+    predictions += list(running)
+    assert [p.frameIndex for p in predictions] == [e[0] for e in local[1]]
+    for prediction in predictions:
+        expected = local[0].predictions[prediction.frameIndex][segment_id]
+        np.testing.assert_array_equal(prediction.masks[segment_id], expected)
+
+    # the backend's own progress callback, and cancelling after the first frame
     reported = []
     list(
         remote.propagate(

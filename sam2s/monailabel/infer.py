@@ -54,12 +54,15 @@ class AppSettings:
         max_sessions: sessions kept at most, least recently used closed first (``max_sessions``).
         labels: label names, valued 1, 2, ... in this order (``labels``, comma-separated);
             default: the SAM2S vocabulary of 21 instruments and 16 tissues.
+        max_frames_per_request: frames one propagation answer holds at most
+            (``max_frames_per_request``); the client resumes for more.
     """
 
     model: ModelSettings = field(default_factory=ModelSettings)
     session_expiry_s: float = 3600.0
     max_sessions: int = 16
     labels: tuple[str, ...] = VOCABULARY
+    max_frames_per_request: int = 1000
 
     @property
     def label_ids(self) -> dict[str, int]:
@@ -81,7 +84,8 @@ class AppSettings:
             try:
                 value = kind(raw)
             except ValueError:
-                raise ValueError(f"--conf {key} must be a {kind.__name__}, got {raw!r}") from None
+                what = "an integer" if kind is int else "a number"
+                raise ValueError(f"--conf {key} must be {what}, got {raw!r}") from None
             if value < minimum:
                 raise ValueError(f"--conf {key} must be at least {minimum}, got {value}")
             return value
@@ -103,6 +107,7 @@ class AppSettings:
             session_expiry_s=number("session_expiry", float, 3600.0, 1.0),
             max_sessions=number("max_sessions", int, 16, 1),
             labels=labels,
+            max_frames_per_request=number("max_frames_per_request", int, 1000, 1),
         )
 
 
@@ -110,7 +115,9 @@ def build_segmenter(settings: AppSettings) -> InteractiveSegmenter:
     """Load the model (through the bundle config) and the session store."""
     predictor = load_predictor(settings.model)
     store = SessionStore(expiry_s=settings.session_expiry_s, max_sessions=settings.max_sessions)
-    return InteractiveSegmenter(predictor, store, settings.label_ids)
+    return InteractiveSegmenter(
+        predictor, store, settings.label_ids, max_frames_per_request=settings.max_frames_per_request
+    )
 
 
 class SAM2SInferTask(InferTask):

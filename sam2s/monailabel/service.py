@@ -87,6 +87,9 @@ class InteractiveSegmenter:
         label_ids: label names and their values, for objects given by ``label`` name.
         default_propagate: ``propagate`` when a request does not say.
         result_folder: where label files are written (default: the system's temporary folder).
+        max_frames_per_request: a propagation answers after at most this many frames even when
+            the request asks for all (``finished: false``, ``resume`` continues): one answer holds
+            its frames' labels in memory, and a long video's would not fit.
     """
 
     def __init__(
@@ -96,12 +99,16 @@ class InteractiveSegmenter:
         label_ids: Mapping[str, int] | None = None,
         default_propagate: str = "none",
         result_folder: str | None = None,
+        max_frames_per_request: int = 1000,
     ) -> None:
+        if max_frames_per_request < 1:
+            raise ValueError(f"max_frames_per_request must be at least 1, got {max_frames_per_request}")
         self.predictor = predictor
         self.store = store
         self.label_ids = dict(label_ids or {})
         self.default_propagate = default_propagate
         self.result_folder = result_folder
+        self.max_frames_per_request = max_frames_per_request
 
     def __call__(
         self, request: Mapping[str, object], default_propagate: str | None = None
@@ -191,7 +198,7 @@ class InteractiveSegmenter:
                 raise RequestError(
                     "nothing to resume: no propagation is in progress; start one with 'propagate'", 409
                 )
-            return self._propagate(state, parsed.chunk_frames)
+            return self._propagate(state, self._chunk(parsed), one_pass=True)
 
         layout = state.info.layout  # type: ignore[attr-defined]
         # Check every prompt before adding any, so a bad request leaves the session as it was.
@@ -236,11 +243,20 @@ class InteractiveSegmenter:
         num_frames = int(session.num_frames)
         total = sum(pass_length(p, num_frames, parsed.max_frames) for p in passes)
         state.cursor = PropagationCursor(passes=passes, pass_limit=parsed.max_frames, total=total)
-        return self._propagate(state, parsed.chunk_frames)
+        return self._propagate(state, self._chunk(parsed), one_pass=parsed.chunk_frames is not None)
+
+    def _chunk(self, parsed: InferRequest) -> int:
+        return min(parsed.chunk_frames or self.max_frames_per_request, self.max_frames_per_request)
 
     @staticmethod
-    def _propagate(state: ImageSession, chunk_frames: int | None) -> FrameAnswer:
-        """Run the cursor's passes for at most ``chunk_frames`` frames (a chunk stays within one pass)."""
+    def _propagate(state: ImageSession, chunk_frames: int | None, one_pass: bool) -> FrameAnswer:
+        """Run the cursor's passes for at most ``chunk_frames`` frames.
+
+        With ``one_pass`` (chunks the client asked for, and every resumed answer) an answer stops
+        at the end of a pass, so its frames are contiguous and its label block holds no frame of
+        an earlier answer. A fresh answer may run on into the next pass: the backward pass of
+        ``both`` starts next to the forward pass's first frame, so its frames stay contiguous.
+        """
         session, cursor = state.session, state.cursor
         assert cursor is not None
         num_frames = int(session.num_frames)
@@ -269,8 +285,8 @@ class InteractiveSegmenter:
                 break  # the chunk is full
             cursor.pass_index += 1
             cursor.next_frame, cursor.pass_done = None, 0
-            if chunk_frames is not None and answer.frames:
-                break  # one pass per chunk keeps a chunk's frames contiguous
+            if one_pass and answer.frames:
+                break
         answer.done, answer.finished = cursor.done, cursor.finished
         if cursor.finished:
             state.cursor = None

@@ -48,7 +48,9 @@ class RemoteBackend(InferenceBackend):
         serverUrl: the server's address, e.g. ``"http://gpu-server:8000"``.
         model: the infer task to call (``"sam2s"``).
         clientId: this annotator's id on the server (default: a new random one), which keeps
-            its prompts apart from every other client's.
+            its prompts apart from every other client's. Previews and propagations use two
+            sessions under it (``<clientId>/preview``, ``<clientId>/propagate``), so a click
+            during a propagation does not disturb it, as with the local backend.
         chunkFrames: frames per request while propagating (progress and cancel granularity).
         timeout: seconds to wait for one answer.
         sessionExpiry: seconds the server keeps the uploaded frames after their last use.
@@ -97,7 +99,7 @@ class RemoteBackend(InferenceBackend):
         sessionId = self._upload(frames)
         objectIds = {objectId: p.segmentId for objectId, p in enumerate(prompts, start=1)}
         params = {
-            **self._readingParams(frames),
+            **self._readingParams(frames, "propagate"),
             "reset": True,
             "objects": [_objectParams(objectId, p, p.frames) for objectId, p in zip(objectIds, prompts)],
             "propagate": direction,
@@ -113,7 +115,11 @@ class RemoteBackend(InferenceBackend):
                 yield prediction
             if result["finished"]:
                 return
-            params = {**self._readingParams(frames), "resume": True, "chunk_frames": self.chunkFrames}
+            params = {
+                **self._readingParams(frames, "propagate"),
+                "resume": True,
+                "chunk_frames": self.chunkFrames,
+            }
 
     def predictFrame(
         self, frames: FrameStack, frameIndex: int, prompts: Sequence[SegmentPrompts]
@@ -124,7 +130,7 @@ class RemoteBackend(InferenceBackend):
             raise ValueError(f"no prompt on frame {frameIndex}: click, drag a box or draw there first")
         objectIds = {objectId: p.segmentId for objectId, p in enumerate(framePrompts, start=1)}
         params = {
-            **self._readingParams(frames),
+            **self._readingParams(frames, "preview"),
             "reset": True,
             "objects": [
                 _objectParams(objectId, p, {frameIndex: p.frames[frameIndex]})
@@ -146,14 +152,14 @@ class RemoteBackend(InferenceBackend):
         self._http.close()
 
     # ------------------------------------------------------------------ requests
-    def _readingParams(self, frames: FrameStack) -> dict:
+    def _readingParams(self, frames: FrameStack, purpose: str) -> dict:
         window = frames.window
         if isinstance(window, (tuple, list)):
             window = [float(window[0]), float(window[1])]
         elif window is not None and not isinstance(window, str):
             raise ValueError(f"a remote server takes a window preset name or (lower, upper), got {window!r}")
         return {
-            "client_id": self.clientId,
+            "client_id": f"{self.clientId}/{purpose}",
             "frame_stack": True,
             "window": window,
             "label_frames": "computed",
