@@ -434,6 +434,11 @@ def test_a_propagation_answers_at_most_the_frame_cap_and_resumes(reference, data
     assert (second["frames"], second["finished"]) == ([5], False)  # the forward pass ends here
     assert first["progress"] == {"done": 2, "total": 6} and second["progress"]["done"] == 3
 
+    # prompted on slice 0, "both" has nothing to do backwards: the forward pass finishes it
+    uncapped = InteractiveSegmenter(reference, SessionStore(), result_folder=str(tmp_path))
+    _, from_zero = uncapped({**request, "foreground": [[22, 18, 0]], "chunk_frames": 10})
+    assert from_zero["frames"] == [0, 1, 2, 3, 4, 5] and from_zero["finished"]
+
 
 # ---------------------------------------------------------------------------------- tests: settings
 def test_app_settings_choose_model_device_and_sessions(checkpoint):

@@ -187,13 +187,7 @@ class InteractiveSegmenter:
 
     def _serve(self, state: ImageSession, parsed: InferRequest) -> FrameAnswer:
         session = state.session
-        if parsed.reset:
-            # Not session.reset(): that would also drop the image features of the frame in hand.
-            for obj_id in session.obj_ids:
-                session.remove_object(obj_id)
-            state.object_names.clear()
-            state.cursor = None
-        if parsed.resume:
+        if parsed.resume:  # (never with reset or prompts: the parser refuses those)
             if state.cursor is None or state.cursor.finished:
                 raise RequestError(
                     "nothing to resume: no propagation is in progress; start one with 'propagate'", 409
@@ -201,8 +195,14 @@ class InteractiveSegmenter:
             return self._propagate(state, self._chunk(parsed), one_pass=True)
 
         layout = state.info.layout  # type: ignore[attr-defined]
-        # Check every prompt before adding any, so a bad request leaves the session as it was.
+        # Check every prompt before changing anything, so a bad request leaves the session as it was.
         planned = [(obj, layout.frame_prompts(obj, parsed.frame)) for obj in parsed.objects]
+        if parsed.reset:
+            # Not session.reset(): that would also drop the image features of the frame in hand.
+            for obj_id in session.obj_ids:
+                session.remove_object(obj_id)
+            state.object_names.clear()
+            state.cursor = None
         prompted: dict[int, sam2s.FrameResult] = {}
         try:
             for obj, frame_prompts in planned:
@@ -249,7 +249,7 @@ class InteractiveSegmenter:
         return min(parsed.chunk_frames or self.max_frames_per_request, self.max_frames_per_request)
 
     @staticmethod
-    def _propagate(state: ImageSession, chunk_frames: int | None, one_pass: bool) -> FrameAnswer:
+    def _propagate(state: ImageSession, chunk_frames: int, one_pass: bool) -> FrameAnswer:
         """Run the cursor's passes for at most ``chunk_frames`` frames.
 
         With ``one_pass`` (chunks the client asked for, and every resumed answer) an answer stops
@@ -260,32 +260,32 @@ class InteractiveSegmenter:
         session, cursor = state.session, state.cursor
         assert cursor is not None
         num_frames = int(session.num_frames)
+
+        def skip_empty_passes() -> None:  # e.g. the backward half of "both" prompted on frame 0
+            while not cursor.finished and not 0 <= cursor.passes[cursor.pass_index].first < num_frames:
+                cursor.pass_index += 1
+
         answer = FrameAnswer(total=cursor.total)
-        while not cursor.finished:
+        skip_empty_passes()
+        while not cursor.finished and len(answer.frames) < chunk_frames:
             planned = cursor.passes[cursor.pass_index]
-            pass_left = None if cursor.pass_limit is None else cursor.pass_limit - cursor.pass_done
-            chunk_left = None if chunk_frames is None else chunk_frames - len(answer.frames)
-            if chunk_left == 0:
-                break
-            budget = min((v for v in (pass_left, chunk_left) if v is not None), default=None)
-            if budget is None or budget > 0:
-                step = -1 if planned.reverse else 1
-                for output in session.run_pass(planned, max_frames=budget, resume_at=cursor.next_frame):
-                    answer.add(output)
-                    cursor.done += 1
-                    cursor.pass_done += 1
-                    cursor.next_frame = output.frame_index + step
-            start = planned.first if cursor.next_frame is None else cursor.next_frame
-            pass_ended = (
-                not 0 <= start < num_frames
-                or (cursor.pass_limit is not None and cursor.pass_done >= cursor.pass_limit)
-                or budget is None
-            )
-            if not pass_ended:
-                break  # the chunk is full
+            budget = chunk_frames - len(answer.frames)
+            if cursor.pass_limit is not None:
+                budget = min(budget, cursor.pass_limit - cursor.pass_done)
+            step = -1 if planned.reverse else 1
+            for output in session.run_pass(planned, max_frames=budget, resume_at=cursor.next_frame):
+                answer.add(output)
+                cursor.done += 1
+                cursor.pass_done += 1
+                cursor.next_frame = output.frame_index + step
+            following = planned.first if cursor.next_frame is None else cursor.next_frame
+            limit_reached = cursor.pass_limit is not None and cursor.pass_done >= cursor.pass_limit
+            if 0 <= following < num_frames and not limit_reached:
+                break  # the chunk is full, the pass goes on
             cursor.pass_index += 1
             cursor.next_frame, cursor.pass_done = None, 0
-            if one_pass and answer.frames:
+            skip_empty_passes()
+            if one_pass:
                 break
         answer.done, answer.finished = cursor.done, cursor.finished
         if cursor.finished:
