@@ -527,6 +527,14 @@ class SAM2SWidget(ScriptedLoadableModuleWidget):
         self.deviceCombo.currentText = settings.value(SETTINGS_PREFIX + "Device", "auto")
         form.addRow("Device:", self.deviceCombo)
 
+        self.serverUrlEdit = qt.QLineEdit(settings.value(SETTINGS_PREFIX + "ServerUrl", ""))
+        self.serverUrlEdit.placeholderText = "empty: run here; or http://host:8000 (a SAM2S MONAI Label server)"
+        self.serverUrlEdit.toolTip = (
+            "Address of a MONAI Label server running the SAM2S app. When set, inference runs there "
+            "and no PyTorch is needed in Slicer."
+        )
+        form.addRow("Server:", self.serverUrlEdit)
+
         checkpoint = settings.value(SETTINGS_PREFIX + "Checkpoint", DEMO_CHECKPOINT) or DEMO_CHECKPOINT
         if checkpoint != DEMO_CHECKPOINT:
             self.weightsCombo.currentIndex = 1
@@ -561,6 +569,13 @@ class SAM2SWidget(ScriptedLoadableModuleWidget):
 
         logic = sharedLogic()
         confirm = logic.confirm
+        serverUrl = self.serverUrlEdit.text.strip()
+        if serverUrl:
+            qt.QSettings().setValue(SETTINGS_PREFIX + "ServerUrl", serverUrl)
+            sharedLogic()  # re-reads the settings: the remote backend needs no local model
+            self.statusLabel.text = f"Ready: inference on the MONAI Label server at {serverUrl}."
+            return
+        qt.QSettings().setValue(SETTINGS_PREFIX + "ServerUrl", "")
         with slicer.util.tryWithErrorDisplay("SAM2S could not load the model.", waitCursor=True):
             ensureDependencies(confirm)
             choice = self.weightsCombo.currentIndex
