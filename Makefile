@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile
 
 demo: $(STAMP)
-	$(PY) -m sam2s.cli demo
+	$(PY) -m monai.bundle run --config_file bundle/configs/inference.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sam2s tests scripts

@@ -95,7 +95,9 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
-        if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
+        # Code-running pickles name a global the safe unpickler refuses; random bytes fail on
+        # an unknown opcode ("Unsupported operand") instead.
+        if "Unsupported global" in text or "GLOBAL" in text or "allowed global" in text:
             raise CheckpointError(
                 f"refused to load {str(path)!r}: it contains Python objects that would run code when "
                 "unpickled. Only plain tensors are accepted; re-save the state dict with "

@@ -69,6 +69,10 @@ def test_file_that_is_not_a_checkpoint(tmp_path):
     path.write_text("these are not weights\n" * 10)
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         read_state_dict(path)
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(bytes(range(256)) * 16)
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        read_state_dict(noise)
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
     with pytest.raises(CheckpointError, match="empty"):
