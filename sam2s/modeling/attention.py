@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sam2s.modeling.kernels import Linear, attention
+
 __all__ = ["Attention", "RoPEAttention", "axial_rotary_angles"]
 
 
@@ -64,10 +66,10 @@ class Attention(nn.Module):
         self.head_dim = self.internal_dim // num_heads
         self.dropout_p = dropout
 
-        self.q_proj = nn.Linear(embedding_dim, self.internal_dim)
-        self.k_proj = nn.Linear(self.kv_in_dim, self.internal_dim)
-        self.v_proj = nn.Linear(self.kv_in_dim, self.internal_dim)
-        self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
+        self.q_proj = Linear(embedding_dim, self.internal_dim)
+        self.k_proj = Linear(self.kv_in_dim, self.internal_dim)
+        self.v_proj = Linear(self.kv_in_dim, self.internal_dim)
+        self.out_proj = Linear(self.internal_dim, embedding_dim)
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, N, internal_dim) -> (B, num_heads, N, head_dim)`` (a view)."""
@@ -96,8 +98,10 @@ class Attention(nn.Module):
         Returns:
             ``(B, Nq, embedding_dim)``.
         """
-        dropout_p = self.dropout_p if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        if self.training and self.dropout_p > 0.0:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout_p)
+        else:
+            out = attention(q, k, v)
         return self.out_proj(out.transpose(-3, -2).flatten(-2))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sam2s.modeling.kernels import Linear, linear
+
 __all__ = ["MLP", "LayerNorm2d", "DropPath", "activation_layer"]
 
 
@@ -47,17 +49,30 @@ class MLP(nn.Module):
         super().__init__()
         widths_in = [input_dim] + [hidden_dim] * (num_layers - 1)
         widths_out = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(widths_in, widths_out))
+        self.layers = nn.ModuleList(Linear(i, o) for i, o in zip(widths_in, widths_out))
         self.act = activation()
         self.sigmoid_output = sigmoid_output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
+        fused = _fusable_activation(self.act)
         for index, layer in enumerate(self.layers):
-            x = layer(x)
-            if index < last:
-                x = self.act(x)
+            if index < last and fused is not None:
+                x = linear(x, layer.weight, layer.bias, activation=fused)
+            else:
+                x = layer(x)
+                if index < last:
+                    x = self.act(x)
         return torch.sigmoid(x) if self.sigmoid_output else x
+
+
+def _fusable_activation(act: nn.Module) -> str | None:
+    """The :func:`~sam2s.modeling.kernels.linear` name of an activation it can fuse, else ``None``."""
+    if type(act) is nn.ReLU:
+        return "relu"
+    if type(act) is nn.GELU and act.approximate == "none":
+        return "gelu"
+    return None
 
 
 class LayerNorm2d(nn.Module):

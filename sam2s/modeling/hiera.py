@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam2s.modeling.common import MLP, DropPath
+from sam2s.modeling.kernels import Linear, attention
 
 __all__ = ["Hiera", "HieraBlockSpec", "plan_hiera_blocks"]
 
@@ -136,8 +137,8 @@ class MultiScaleAttention(nn.Module):
             raise ValueError(f"attention width {dim_out} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
         self.q_stride = q_stride
-        self.qkv = nn.Linear(dim, dim_out * 3)
-        self.proj = nn.Linear(dim_out, dim_out)
+        self.qkv = Linear(dim, dim_out * 3)
+        self.proj = Linear(dim_out, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, height, width, _ = x.shape
@@ -147,7 +148,7 @@ class MultiScaleAttention(nn.Module):
             q = _max_pool_channels_last(q.reshape(batch, height, width, -1), self.q_stride)
             height, width = q.shape[1:3]
             q = q.reshape(batch, height * width, self.num_heads, -1)
-        x = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        x = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         x = x.transpose(1, 2).reshape(batch, height, width, -1)
         return self.proj(x)
 
@@ -197,7 +198,7 @@ class MultiScaleBlock(nn.Module):
         # Created only when the width changes, as in the official checkpoints.
         self.projects_shortcut = spec.dim != spec.dim_out
         if self.projects_shortcut:
-            self.proj = nn.Linear(spec.dim, spec.dim_out)
+            self.proj = Linear(spec.dim, spec.dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from sam2s.modeling.common import MLP, LayerNorm2d
+from sam2s.modeling.kernels import Linear
 
 __all__ = ["MaskDecoder", "MaskDecoderOutput"]
 
@@ -132,7 +133,7 @@ class MaskDecoder(nn.Module):
             self.pred_obj_score_head = (
                 MLP(transformer_dim, transformer_dim, 1, 3)
                 if pred_obj_scores_mlp
-                else nn.Linear(transformer_dim, 1)
+                else Linear(transformer_dim, 1)
             )
 
         self.dynamic_multimask_via_stability = dynamic_multimask_via_stability

@@ -8,7 +8,13 @@ which have no spatial position and so are excluded from the rotation.
 
 For speed, the memory's key/value projections of a layer can be computed once per memory frame
 and reused (:meth:`MemoryAttentionLayer.memory_keys_values` and
-:meth:`MemoryAttentionLayer.forward` with ``memory_kv``).
+:meth:`MemoryAttentionLayer.forward` with ``memory_kv``). Inference goes further
+(:mod:`sam2s.modeling.memory_cache`): keys are split into a per-frame part and a per-temporal-slot
+part (:meth:`MemoryAttentionLayer.frame_keys`, :meth:`MemoryAttentionLayer.slot_keys`,
+:meth:`MemoryAttentionLayer.pointer_keys`), and values are never projected: attention runs on the
+raw memory tokens and the value and output projections are applied after it as one folded matrix
+(:meth:`MemoryAttentionLayer.folded_value_output`), which is exact because attention weights sum to
+one.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam2s.modeling.attention import RoPEAttention
+from sam2s.modeling.kernels import Linear, attention, linear
 
 __all__ = ["MemoryAttention", "MemoryAttentionLayer"]
 
@@ -76,9 +83,9 @@ class MemoryAttentionLayer(nn.Module):
             rope_k_repeat=True,
             feat_sizes=feat_sizes,
         )
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear1 = Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear2 = Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
@@ -86,6 +93,7 @@ class MemoryAttentionLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
         self.activation = _ACTIVATIONS[activation]
+        self._fused_activation = activation
         self.pos_enc_at_attn = pos_enc_at_attn
         self.pos_enc_at_cross_attn_keys = pos_enc_at_cross_attn_keys
         self.pos_enc_at_cross_attn_queries = pos_enc_at_cross_attn_queries
@@ -118,6 +126,106 @@ class MemoryAttentionLayer(nn.Module):
         attention = self.cross_attn_image
         keys = attention.rotate_keys(attention.project_keys(key_input), num_query_tokens, num_k_exclude_rope)
         return keys, attention.project_values(memory)
+
+    def frame_keys(self, memory: torch.Tensor, memory_pos: torch.Tensor | None, num_query_tokens: int) -> torch.Tensor:
+        """The part of one memory frame's keys that depends on the frame alone.
+
+        Keys are ``R(W_k (m + p_spatial + p_temporal) + b_k)``; since the rotation ``R`` and ``W_k``
+        are linear this is ``R(W_k (m + p_spatial))`` (here) plus :meth:`slot_keys`.
+
+        Args:
+            memory: ``(B, h*w, kv_in_dim)`` one frame's memory tokens.
+            memory_pos: ``(B, h*w, kv_in_dim)`` their spatial position encoding (no temporal part),
+                or ``None`` when this layer adds no position to its keys.
+            num_query_tokens: tokens of the query grid (``h * w``).
+
+        Returns:
+            ``(B, heads, h*w, head_dim)`` rotated keys without bias.
+        """
+        attention_module = self.cross_attn_image
+        key_input = memory + memory_pos if self.pos_enc_at_cross_attn_keys and memory_pos is not None else memory
+        projected = attention_module._split_heads(linear(key_input, attention_module.k_proj.weight))
+        return attention_module.rotate_keys(projected, num_query_tokens)
+
+    def slot_keys(self, temporal: torch.Tensor | None, num_query_tokens: int) -> torch.Tensor:
+        """The part of a memory frame's keys that depends on its temporal slot: ``R(W_k t + b_k)``.
+
+        Args:
+            temporal: ``(kv_in_dim,)`` temporal position encoding of the slot (ignored when this
+                layer adds no position to its keys).
+            num_query_tokens: tokens of the query grid (``h * w``).
+
+        Returns:
+            ``(1, heads, h*w, head_dim)``.
+        """
+        attention_module = self.cross_attn_image
+        weight, bias = attention_module.k_proj.weight, attention_module.k_proj.bias
+        constant = bias if temporal is None or not self.pos_enc_at_cross_attn_keys else linear(temporal, weight, bias)
+        grid = constant.reshape(1, 1, -1).expand(1, num_query_tokens, -1)
+        return attention_module.rotate_keys(attention_module._split_heads(grid), num_query_tokens)
+
+    def pointer_keys(self, pointers: torch.Tensor, pointer_pos: torch.Tensor | None) -> torch.Tensor:
+        """Keys of object-pointer tokens (not rotated).
+
+        Args:
+            pointers: ``(B, P, kv_in_dim)`` pointer tokens.
+            pointer_pos: ``(B, P, kv_in_dim)`` their temporal encoding.
+
+        Returns:
+            ``(B, heads, P, head_dim)``.
+        """
+        key_input = pointers + pointer_pos if self.pos_enc_at_cross_attn_keys and pointer_pos is not None else pointers
+        return self.cross_attn_image.project_keys(key_input)
+
+    def folded_value_output(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Value projection and output projection of the cross-attention as one map.
+
+        ``out = W_o concat_h(P_h (m W_vh^T + b_vh)) + b_o`` and every row of the attention weights
+        ``P_h`` sums to one, so ``out = concat_h(P_h m) F^T + (W_o b_v + b_o)`` with
+        ``F[:, h] = W_o[:, h] W_vh``: attention can run on the raw memory tokens ``m``.
+
+        Returns:
+            ``(weight (d_model, heads * kv_in_dim), bias (d_model,))``.
+        """
+        attention_module = self.cross_attn_image
+        heads, head_dim = attention_module.num_heads, attention_module.head_dim
+        value_weight = attention_module.v_proj.weight.view(heads, head_dim, -1)  # (h, hd, kv)
+        output_weight = attention_module.out_proj.weight.view(-1, heads, head_dim)  # (d, h, hd)
+        weight = torch.einsum("dhe,hek->dhk", output_weight, value_weight).flatten(1)
+        bias = linear(attention_module.v_proj.bias, attention_module.out_proj.weight, attention_module.out_proj.bias)
+        return weight, bias
+
+    def forward_with_keys(
+        self,
+        tgt: torch.Tensor,
+        query_pos: torch.Tensor | None,
+        keys: torch.Tensor,
+        raw_values: torch.Tensor,
+    ) -> torch.Tensor:
+        """Inference form of :meth:`forward`: precomputed keys, unprojected values.
+
+        Args:
+            tgt: ``(B, L, d_model)`` frame tokens.
+            query_pos: ``(B, L, d_model)`` frame position encoding.
+            keys: ``(B, heads, M, head_dim)`` projected and rotated memory keys.
+            raw_values: ``(B, M, kv_in_dim)`` the memory tokens themselves.
+
+        Returns:
+            ``(B, L, d_model)``.
+        """
+        if self.training:
+            raise RuntimeError("forward_with_keys is for inference; train with forward()")
+        tgt = self._self_attention(tgt, query_pos)
+        normed = self.norm2(tgt)
+        q = normed + query_pos if self.pos_enc_at_cross_attn_queries else normed
+        cross = self.cross_attn_image
+        queries = cross.rotate_queries(cross.project_queries(q))  # (B, h, L, hd)
+        values = raw_values.unsqueeze(1).expand(-1, cross.num_heads, -1, -1)
+        mixed = attention(queries, keys, values)  # (B, h, L, kv_in_dim)
+        weight, bias = self.folded_value_output()
+        tgt = tgt + linear(mixed.transpose(1, 2).flatten(2), weight, bias)
+        hidden = linear(self.norm3(tgt), self.linear1.weight, self.linear1.bias, activation=self._fused_activation)
+        return tgt + self.linear2(hidden)
 
     def _self_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor | None) -> torch.Tensor:
         normed = self.norm1(tgt)
@@ -159,7 +267,10 @@ class MemoryAttentionLayer(nn.Module):
                 raise ValueError("pass either memory or its precomputed memory_kv")
             memory_kv = self.memory_keys_values(memory, pos, tgt.shape[1], num_k_exclude_rope)
         tgt = self._cross_attention(tgt, query_pos, *memory_kv)
-        hidden = self.dropout(self.activation(self.linear1(self.norm3(tgt))))
+        if self.training:
+            hidden = self.dropout(self.activation(self.linear1(self.norm3(tgt))))
+        else:  # the activation fused into the product (dropout is off in eval)
+            hidden = linear(self.norm3(tgt), self.linear1.weight, self.linear1.bias, activation=self._fused_activation)
         return tgt + self.dropout3(self.linear2(hidden))
 
 
@@ -230,6 +341,7 @@ class MemoryAttention(nn.Module):
         memory_pos: torch.Tensor | None = None,
         num_obj_ptr_tokens: int = 0,
         memory_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        memory_keys: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Condition the current frame on the memory.
 
@@ -243,6 +355,10 @@ class MemoryAttention(nn.Module):
             memory_kv: optional per-layer precomputed keys/values
                 (:meth:`MemoryAttentionLayer.memory_keys_values`, batch-first); when given,
                 ``memory`` and ``memory_pos`` are not read.
+            memory_keys: optional per-layer precomputed keys ``(B, heads, M, head_dim)`` for
+                inference (:mod:`sam2s.modeling.memory_cache`); attention then takes ``memory``
+                itself as values (:meth:`MemoryAttentionLayer.forward_with_keys`) and
+                ``memory_pos`` is not read.
 
         Returns:
             ``(L, B, d_model)``.
@@ -250,8 +366,11 @@ class MemoryAttention(nn.Module):
         batch_axis = 1 if self.batch_first else 0
         if memory is not None and curr.shape[batch_axis] != memory.shape[batch_axis]:
             raise ValueError(f"batch sizes differ: curr {tuple(curr.shape)} vs memory {tuple(memory.shape)}")
-        if memory_kv is not None and len(memory_kv) != self.num_layers:
-            raise ValueError(f"memory_kv has {len(memory_kv)} entries for {self.num_layers} layers")
+        for name, given in (("memory_kv", memory_kv), ("memory_keys", memory_keys)):
+            if given is not None and len(given) != self.num_layers:
+                raise ValueError(f"{name} has {len(given)} entries for {self.num_layers} layers")
+        if memory_keys is not None and memory is None:
+            raise ValueError("memory_keys needs the memory tokens, which serve as values")
 
         output = curr
         if self.pos_enc_at_input and curr_pos is not None:
@@ -262,6 +381,9 @@ class MemoryAttention(nn.Module):
         memory_pos = self._layout(memory_pos)
 
         for index, layer in enumerate(self.layers):
+            if memory_keys is not None:
+                output = layer.forward_with_keys(output, curr_pos, memory_keys[index], memory)
+                continue
             output = layer(
                 output,
                 memory,

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from sam2s.modeling.common import DropPath, LayerNorm2d
+from sam2s.modeling.kernels import Linear
 from sam2s.modeling.position_encoding import PositionEmbeddingSine
 
 __all__ = ["CXBlock", "Fuser", "MaskDownSampler", "MemoryEncoder", "MemoryEncoderOutput"]
@@ -98,9 +99,9 @@ class CXBlock(nn.Module):
             dim, dim, kernel_size=kernel_size, padding=padding, groups=dim if use_dwconv else 1
         )
         self.norm = LayerNorm2d(dim, eps=1e-6)
-        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv1 = Linear(dim, 4 * dim)
         self.act = nn.GELU()
-        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.pwconv2 = Linear(4 * dim, dim)
         self.gamma = (
             nn.Parameter(layer_scale_init_value * torch.ones(dim)) if layer_scale_init_value > 0 else None
         )

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam2s.modeling.kernels import fast_kernels
 from sam2s.modeling.sam2 import FrameFeatures, PointPrompt, SAM2Model
 from sam2s.transforms.model_input import ToModelInput, check_rgb_frame
 
@@ -51,9 +52,10 @@ class ImagePredictor:
         image = check_rgb_frame(image)
         self._image_hw = (int(image.shape[0]), int(image.shape[1]))
         batch = self.to_model_input(image)[None].to(self.model.device)
-        self._features = self.model.encode_image(batch)
-        # A single image is a frame without memory: SAM 2 adds its "no memory" embedding.
-        self._embedding = self.model.condition_on_memory(self._features, None)
+        with fast_kernels():
+            self._features = self.model.encode_image(batch)
+            # A single image is a frame without memory: SAM 2 adds its "no memory" embedding.
+            self._embedding = self.model.condition_on_memory(self._features, None)
 
     @torch.inference_mode()
     def predict(
@@ -97,7 +99,8 @@ class ImagePredictor:
         if mask_input is not None:
             mask_logits = torch.as_tensor(np.asarray(mask_input, dtype=np.float32), device=device)
             mask_logits = mask_logits.reshape(1, 1, *mask_logits.shape[-2:])
-        out = self.model.run_mask_decoder(self._embedding, self._features, prompt, mask_logits, multimask_output)
+        with fast_kernels():
+            out = self.model.run_mask_decoder(self._embedding, self._features, prompt, mask_logits, multimask_output)
         low_res = out.masks.float()
         masks = F.interpolate(low_res, size=(height, width), mode="bilinear", align_corners=False)[0]
         masks_np = masks.cpu().numpy() if return_logits else (masks > 0).cpu().numpy()

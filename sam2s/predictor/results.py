@@ -22,8 +22,10 @@ class FrameResult:
         logits: ``(O, H, W)`` float32 mask logits before thresholding.
         object_scores: ``(O,)`` float32 object-presence logits (> 0: present).
         iou_scores: ``(O,)`` float32 predicted IoU of each chosen mask.
-        class_scores: ``{obj_id: {category: probability}}`` when the model has a semantic head,
-            else ``None``.
+        class_probabilities: ``{obj_id: (K,) tensor}`` category probabilities (on the device) of
+            the objects with an output on this frame, when the model has a semantic head and a
+            class bank; else ``None``.
+        class_names: the K category names, in the order of ``class_probabilities``.
     """
 
     frame_index: int
@@ -31,7 +33,18 @@ class FrameResult:
     logits: torch.Tensor
     object_scores: torch.Tensor
     iou_scores: torch.Tensor
-    class_scores: dict[int, dict[str, float]] | None = None
+    class_probabilities: dict[int, torch.Tensor] | None = None
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def class_scores(self) -> dict[int, dict[str, float]] | None:
+        """``{obj_id: {category: probability}}`` (read from the device on access), or ``None``."""
+        if self.class_probabilities is None:
+            return None
+        return {
+            obj_id: dict(zip(self.class_names, probabilities.tolist()))
+            for obj_id, probabilities in self.class_probabilities.items()
+        }
 
     @property
     def masks(self) -> torch.Tensor:

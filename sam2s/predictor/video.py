@@ -24,13 +24,22 @@ the same frames, with these documented rules:
 * Object-pointer time. SAM 2 divides pointer distances by ``min(num_frames, 16) - 1``: a video of
   known length uses exactly that; a live stream (unknown length) uses 15, SAM 2's value for any
   video of 16 frames or more.
+
+Speed without changing results: the image encoder runs once per frame for all objects; memory
+attention reuses each memory frame's keys and values while the frame stays in memory
+(:class:`~sam2s.modeling.memory_cache.MemoryAttentionCache`); during a pass the next frames are
+read and resized on a worker thread (:class:`~sam2s.predictor.prefetch.FramePrefetcher`, pinned
+for an asynchronous copy on CUDA); the per-frame loop never reads a value back to the host, so on
+a GPU it queues work without waiting (DiveMem's candidate rule reads two scores per frame).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import threading
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +49,10 @@ import torch.nn.functional as F
 from sam2s.data.sources.base import StreamEndedError
 from sam2s.memory import build_memory_policy
 from sam2s.memory.base import FrameMemory, MemoryPolicy, ObjectMemory, RecentFrameCache
+from sam2s.modeling.kernels import fast_kernels
+from sam2s.modeling.memory_cache import MemoryAttentionCache
 from sam2s.modeling.sam2 import NO_OBJECT_LOGIT, FrameFeatures, PointPrompt, SAM2Model
+from sam2s.predictor.prefetch import FramePrefetcher
 from sam2s.predictor.results import FrameResult
 from sam2s.transforms.model_input import ToModelInput
 
@@ -94,6 +106,9 @@ class VideoPredictor:
         autocast: run in bfloat16 autocast on CUDA (ignored elsewhere).
         policy_factory: builds one memory policy per object; defaults to the model's own
             (:func:`~sam2s.memory.build_memory_policy`).
+        prefetch: frames read and resized ahead on a worker thread during propagation; 0 reads
+            each frame when it is tracked. ``None`` (default): 2 on CUDA, where the host is
+            otherwise idle while the GPU works, and 0 on CPU, where compute already fills the cores.
     """
 
     def __init__(
@@ -102,15 +117,26 @@ class VideoPredictor:
         cache_frames: int = 64,
         autocast: bool = True,
         policy_factory=None,
+        prefetch: int | None = None,
     ) -> None:
+        if prefetch is not None and prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0 frames, got {prefetch}")
         self.model = model.eval()
         self.cache_frames = cache_frames
         self.autocast = autocast
         self.policy_factory = policy_factory or (lambda: build_memory_policy(model.config))
+        self._prefetch = prefetch
 
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @property
+    def prefetch(self) -> int:
+        """Frames read ahead during propagation (see the class docstring)."""
+        if self._prefetch is not None:
+            return self._prefetch
+        return 2 if self.device.type == "cuda" else 0
 
     def start(self, source, **source_options) -> Session:
         """Open a session on a video file, frame folder, volume, array or :class:`FrameSource`."""
@@ -133,6 +159,11 @@ class Session:
         self.to_model_input = ToModelInput(self.model.image_size, resample="bicubic_pil")
         self.objects: dict[int, TrackedObject] = {}
         self._features: tuple[int, FrameFeatures] | None = None
+        self._attention_cache = MemoryAttentionCache()
+        self._prefetcher: FramePrefetcher | None = None
+        # Held while reading the source: the prefetch worker and a prompt added between two
+        # yielded frames must not read it at the same time.
+        self._read_lock = threading.Lock()
 
     # ------------------------------------------------------------------ public API
     @property
@@ -145,6 +176,7 @@ class Session:
 
     def close(self) -> None:
         self._features = None
+        self._attention_cache.clear()
         close = getattr(self.source, "close", None)
         if close is not None:
             close()
@@ -206,7 +238,7 @@ class Session:
             obj.prompts.masks.pop(frame_index, None)
             model_mask = None
 
-        with self._autocast():
+        with self._model_context():
             self._run_prompt(obj, frame_index, prompt_points, model_mask)
         return self._frame_result(frame_index)
 
@@ -230,6 +262,7 @@ class Session:
         """Remove every object, prompt and memory."""
         self.objects.clear()
         self._features = None
+        self._attention_cache.clear()
 
     def held_bytes(self) -> int:
         """Bytes of tensor storage the session holds (memories, prompts, cached features).
@@ -254,6 +287,8 @@ class Session:
                 add(mask)
             for tensor in obj.policy.held_tensors():
                 add(tensor)
+        for tensor in self._attention_cache.held_tensors():
+            add(tensor)
         if self._features is not None:
             features = self._features[1]
             for tensor in (features.vision, features.vision_pos, *features.high_res):
@@ -343,7 +378,7 @@ class Session:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if start_frame is not None:
             self._check_frame_index(start_frame)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self._model_context():
             self._consolidate_prompts()
         prompted = sorted({t for obj in self.objects.values() for t in obj.memory.conditioning})
         earliest = prompted[0] if start_frame is None else start_frame
@@ -362,20 +397,18 @@ class Session:
         (or frame 0 when reversed), at most ``max_frames`` frames."""
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"max_frames must be at least 1, got {max_frames}")
-        step = -1 if planned.reverse else 1
-        frame_index = planned.first if resume_at is None else resume_at
-        done = 0
-        while frame_index >= 0 and (self.num_frames is None or frame_index < self.num_frames):
-            if max_frames is not None and done >= max_frames:
-                return
-            try:
-                with self._autocast():
-                    self._track_frame(frame_index, planned.reverse)
-            except StreamEndedError:  # a live stream has no more frames
-                return
-            yield self._frame_result(frame_index)
-            frame_index += step
-            done += 1
+        first = planned.first if resume_at is None else resume_at
+        self._start_prefetch(self._pass_frames(first, planned.reverse, max_frames))
+        try:
+            for frame_index in self._pass_frames(first, planned.reverse, max_frames):
+                try:
+                    with self._model_context():
+                        self._track_frame(frame_index, planned.reverse)
+                except StreamEndedError:  # a live stream has no more frames
+                    return
+                yield self._frame_result(frame_index)
+        finally:
+            self._stop_prefetch()
 
     def _track_frame(self, frame_index: int, reverse: bool) -> None:
         features = None
@@ -388,6 +421,7 @@ class Session:
                 memory.recent.put(tracked)
                 obj.policy.observe(memory, tracked, reverse)
             memory.tracked.mark(frame_index, reverse)
+        self._attention_cache.end_frame()
 
     def _run_prompt(self, obj: TrackedObject, frame_index: int, points: PointPrompt | None,
                     mask: torch.Tensor | None) -> None:
@@ -423,7 +457,7 @@ class Session:
             decoded = model.mask_as_output(features, mask)
         else:
             selection = None if is_initial else obj.policy.select(obj.memory, frame_index, reverse, self.num_frames)
-            conditioned = model.condition_on_memory(features, selection)
+            conditioned = self._attention_cache.condition(model, features, selection)
             num_points = 0 if points is None else points.num_points
             tracker = model.config.tracker
             multimask = tracker.multimask_min_pt_num <= num_points <= tracker.multimask_max_pt_num
@@ -493,11 +527,41 @@ class Session:
     def _frame_features(self, frame_index: int) -> FrameFeatures:
         if self._features is not None and self._features[0] == frame_index:
             return self._features[1]
-        frame = self.source.read(frame_index)
-        image = self.to_model_input(frame).to(self.device, non_blocking=True)
-        features = self.model.encode_image(image[None])
+        image = self._prefetcher.take(frame_index) if self._prefetcher is not None else None
+        if image is None:
+            image = self._model_input(frame_index)
+        features = self.model.encode_image(image.to(self.device, non_blocking=True)[None])
         self._features = (frame_index, features)
         return features
+
+    def _model_input(self, frame_index: int) -> torch.Tensor:
+        """``(3, S, S)`` float32 CPU input of one frame (any thread)."""
+        with self._read_lock:
+            frame = self.source.read(frame_index)
+        return self.to_model_input(frame)
+
+    def _pass_frames(self, first: int, reverse: bool, max_frames: int | None) -> Iterator[int]:
+        """The frames a pass tracks, in order (endless on a live stream until it ends)."""
+        if reverse:
+            indices: Iterator[int] = iter(range(first, -1, -1))
+        elif self.num_frames is None:
+            indices = itertools.count(first)
+        else:
+            indices = iter(range(first, self.num_frames))
+        return indices if max_frames is None else itertools.islice(indices, max_frames)
+
+    def _start_prefetch(self, order: Iterator[int]) -> None:
+        """Read the frames of a pass ahead of the tracker."""
+        self._stop_prefetch()
+        if self.predictor.prefetch > 0:
+            self._prefetcher = FramePrefetcher(
+                self._model_input, order, depth=self.predictor.prefetch, pin_memory=self.device.type == "cuda"
+            )
+
+    def _stop_prefetch(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+            self._prefetcher = None
 
     def _points_to_model(self, points, labels, box) -> PointPrompt:
         coords = np.zeros((0, 2), dtype=np.float32)
@@ -569,14 +633,15 @@ class Session:
         if not logits:
             empty = torch.zeros((0, self.height, self.width), device=self.device)
             return FrameResult(frame_index, [], empty, empty[:, 0, 0], empty[:, 0, 0])
-        class_scores = None
+        class_probabilities, class_names = None, ()
         if getattr(self.model, "has_class_bank", False):
-            # objects with an output on this frame: {obj_id: {category: probability}}
-            class_scores = {}
+            # objects with an output on this frame, kept on the device (read when asked for)
+            class_probabilities, class_names = {}, self.model.class_names
             for obj in self.objects.values():
                 found = obj.memory.latest(frame_index)
                 if found is not None and found.class_embedding is not None:
-                    class_scores[obj.obj_id] = self.model.class_probabilities(found.class_embedding)
+                    category_logits = self.model.class_logits(found.class_embedding.reshape(1, -1))
+                    class_probabilities[obj.obj_id] = category_logits.softmax(dim=-1)[0]
         stacked = torch.cat(logits, 0)
         if stacked.shape[-2:] != (self.height, self.width):
             stacked = F.interpolate(stacked, size=(self.height, self.width), mode="bilinear", align_corners=False)
@@ -586,10 +651,14 @@ class Session:
             logits=stacked[:, 0],
             object_scores=torch.cat(scores, 0)[:, 0],
             iou_scores=torch.cat(ious, 0)[:, 0],
-            class_scores=class_scores,
+            class_probabilities=class_probabilities,
+            class_names=class_names,
         )
 
-    def _autocast(self):
+    def _model_context(self) -> ExitStack:
+        """Around every model call: the fast CPU kernels, and bfloat16 autocast on CUDA if enabled."""
+        stack = ExitStack()
+        stack.enter_context(fast_kernels())
         if self.predictor.autocast and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+            stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+        return stack
