@@ -24,6 +24,7 @@ __all__ = [
     "SAM2S_ONLY_PREFIXES",
     "CheckpointError",
     "build_model",
+    "build_model_class",
     "demo_checkpoint_path",
     "describe_architecture",
     "load_checkpoint",
@@ -223,6 +224,14 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, **extras: Any) -> 
     return path
 
 
+def build_model_class(config: ModelConfig) -> type[torch.nn.Module]:
+    """:class:`~sam2s.modeling.sam2s_model.SAM2SModel` when any SAM2S part is on, else SAM 2.1's."""
+    from sam2s.modeling.sam2 import SAM2Model
+    from sam2s.modeling.sam2s_model import SAM2SModel
+
+    return SAM2SModel if config.is_sam2s else SAM2Model
+
+
 def build_model(
     name: str | ModelConfig = "sam2.1_hiera_t",
     checkpoint: str | Path | None = None,
@@ -242,13 +251,10 @@ def build_model(
     Returns:
         The model in eval mode on ``device``.
     """
-    from sam2s.modeling.sam2 import SAM2Model
-    from sam2s.modeling.sam2s_model import SAM2SModel
-
     config = name if isinstance(name, ModelConfig) else load_config(name)
     if overrides:
         config = config.replace(**overrides)
-    model = SAM2SModel(config) if config.is_sam2s else SAM2Model(config)
+    model = build_model_class(config)(config)
     if checkpoint is not None:
         path = demo_checkpoint_path() if str(checkpoint) == "demo" else Path(checkpoint)
         load_checkpoint(model, path)

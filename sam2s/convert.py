@@ -19,6 +19,8 @@ import argparse
 import logging
 from pathlib import Path
 
+import torch
+
 from sam2s.checkpoint import CheckpointError, build_model, read_state_dict, save_checkpoint
 from sam2s.config import ModelConfig, available_configs, load_config
 
@@ -28,7 +30,9 @@ logger = logging.getLogger(__name__)
 
 
 def guess_sam2s_config(state: dict) -> str:
-    """The shipped SAM2S config whose trunk (width, depth) matches a SAM 2.1 state dict."""
+    """The shipped SAM2S config whose SAM 2.1 parameters have exactly the state dict's shapes."""
+    from sam2s.checkpoint import SAM2S_ONLY_PREFIXES, build_model_class
+
     patch = state.get("image_encoder.trunk.patch_embed.proj.weight")
     if patch is None:
         raise CheckpointError(
@@ -40,12 +44,17 @@ def guess_sam2s_config(state: dict) -> str:
     names = [name for name in available_configs() if name.startswith("sam2s_")]
     candidates = sorted(names, key=lambda name: not name.startswith("sam2s_hiera_"))
     for name in candidates:
-        trunk = load_config(name).trunk
-        if (trunk.embed_dim, sum(trunk.stages)) == (width, depth):
+        config = load_config(name)
+        if (config.trunk.embed_dim, sum(config.trunk.stages)) != (width, depth):
+            continue
+        with torch.device("meta"):
+            expected = build_model_class(config)(config).state_dict()
+        shared = [k for k in expected if not k.startswith(SAM2S_ONLY_PREFIXES)]
+        if all(k in state and tuple(state[k].shape) == tuple(expected[k].shape) for k in shared):
             return name
     raise CheckpointError(
-        f"no SAM2S config has a trunk of width {width} and {depth} blocks; pass --model with a config "
-        f"name or YAML path (shipped SAM2S configs: {candidates})"
+        f"no SAM2S config has a trunk of width {width} and {depth} blocks with this checkpoint's shapes; "
+        f"pass --model with a config name or YAML path (shipped SAM2S configs: {candidates})"
     )
 
 

@@ -65,7 +65,7 @@ def run_bundle(config: Path | str, *args: str, cwd: Path = ROOT, launcher: tuple
     command = [*launcher, "-m", "monai.bundle", "run", "--config_file", str(config), *args]
     # A session of its own, so a run that hangs is stopped with every process it started.
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+                               text=True, encoding="utf-8", errors="replace", start_new_session=True)
     try:
         stdout, stderr = process.communicate(timeout=300)
     except subprocess.TimeoutExpired:
