@@ -328,6 +328,9 @@ class Hiera(nn.Module):
         self.patch_embed = PatchEmbed(embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, embed_dim, *window_pos_embed_bkg_spatial_size))
         self.pos_embed_window = nn.Parameter(torch.zeros(1, embed_dim, window_spec[0], window_spec[0]))
+        # Inference keeps the resized embedding per grid (a bicubic resize per frame otherwise);
+        # the key holds the parameters' versions, so changed weights are noticed.
+        self._position_cache: dict[tuple, torch.Tensor] = {}
 
         specs = plan_hiera_blocks(
             embed_dim,
@@ -361,9 +364,17 @@ class Hiera(nn.Module):
                 f"the patch grid {height}x{width} is not a multiple of the position-embedding window "
                 f"{window}: use an image size that is a multiple of {4 * window}"
             )
+        caching = not torch.is_grad_enabled()
+        if caching:
+            key = (height, width, *((p.data_ptr(), p._version, p.dtype) for p in (self.pos_embed, self.pos_embed_window)))
+            cached = self._position_cache.get(key)
+            if cached is not None:
+                return cached
         background = F.interpolate(self.pos_embed, size=(height, width), mode="bicubic")
-        embedding = background + self.pos_embed_window.tile(1, 1, height // window, width // window)
-        return embedding.permute(0, 2, 3, 1)
+        embedding = (background + self.pos_embed_window.tile(1, 1, height // window, width // window)).permute(0, 2, 3, 1)
+        if caching:
+            self._position_cache = {key: embedding}  # one grid at a time: frames share a size
+        return embedding
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Run the trunk.

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam2s.modeling.hiera import Hiera
+from sam2s.modeling.kernels import Conv2d
 from sam2s.modeling.position_encoding import PositionEmbeddingSine
 
 __all__ = ["FpnNeck", "ImageEncoder", "ImageFeatures", "build_image_encoder"]
@@ -90,7 +91,7 @@ class FpnNeck(nn.Module):
         self.convs = nn.ModuleList(
             nn.Sequential(
                 OrderedDict(
-                    conv=nn.Conv2d(
+                    conv=Conv2d(
                         channels, d_model, kernel_size=fpn_kernel_size, stride=fpn_stride, padding=fpn_padding
                     )
                 )

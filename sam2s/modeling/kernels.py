@@ -7,6 +7,7 @@ about 120 GMAC/s. PyTorch's fused CPU attention (``scaled_dot_product_attention`
 same sgemm. This module routes the model's heavy products through oneDNN instead:
 
 * :func:`linear` and :class:`Linear` — ``x @ W.T + b`` (optionally with a fused ReLU or GELU);
+  :class:`Conv2d` runs its 1x1 form as such a product over the channels;
 * :func:`attention` — ``softmax(q k^T * scale) v``, queries taken in chunks so the score matrix of a
   chunk stays in cache.
 
@@ -34,6 +35,7 @@ from torch import nn
 
 __all__ = [
     "CPU_KERNELS",
+    "Conv2d",
     "Linear",
     "attention",
     "cpu_kernels",
@@ -48,9 +50,10 @@ __all__ = [
 #: The two CPU back ends: oneDNN products, or PyTorch's default operators.
 CPU_KERNELS = ("onednn", "aten")
 
-# Score-matrix elements computed per query chunk (16 MiB of float32): large enough for
-# efficient products, small enough to stay in the last-level cache.
-_SCORE_CHUNK_ELEMENTS = 1 << 22
+# Score-matrix elements computed per query chunk (2 MiB of float32, about a core's L2 cache):
+# the softmax then reads and writes cached memory. Measured on an AMD EPYC, 64-row chunks of a
+# 1024 x 7232 problem run 25% faster than 256-row ones.
+_SCORE_CHUNK_ELEMENTS = 1 << 19
 # Below this many score elements per (batch, head), PyTorch's fused kernel is faster than a
 # Python loop of products (many tiny windows in the image encoder's first stages).
 _SMALL_ATTENTION_ELEMENTS = 64 * 1024
@@ -158,8 +161,30 @@ class Linear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
+class Conv2d(nn.Conv2d):
+    """:class:`torch.nn.Conv2d` whose 1x1 form (stride 1, no padding, one group) is computed by
+    :func:`linear` over the channels on the fast path; same parameters and state dict.
+
+    The output then has channels-last memory (viewed as ``(B, C, H, W)`` as usual).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pointwise = (
+            self.kernel_size == (1, 1)
+            and self.stride == (1, 1)
+            and self.dilation == (1, 1)
+            and self.groups == 1
+            and self.padding in ((0, 0), "valid")
+        )
+        if pointwise and x.ndim == 4 and use_fast_path(x):
+            weight = self.weight.view(self.out_channels, self.in_channels)
+            return linear(x.permute(0, 2, 3, 1), weight, self.bias).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
 def _query_chunk(num_keys: int) -> int:
-    return max(16, min(1024, _SCORE_CHUNK_ELEMENTS // max(num_keys, 1)))
+    # at least 64 rows, below which the products lose more than the cache gains
+    return max(64, min(512, _SCORE_CHUNK_ELEMENTS // max(num_keys, 1)))
 
 
 def _attend_2d(q: torch.Tensor, k: torch.Tensor, v_t: torch.Tensor, scale: float, out: torch.Tensor) -> None:

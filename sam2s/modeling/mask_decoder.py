@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from sam2s.modeling.common import MLP, LayerNorm2d
-from sam2s.modeling.kernels import Linear
+from sam2s.modeling.kernels import Conv2d, Linear
 
 __all__ = ["MaskDecoder", "MaskDecoderOutput"]
 
@@ -115,8 +115,8 @@ class MaskDecoder(nn.Module):
         )
         self.use_high_res_features = use_high_res_features
         if use_high_res_features:
-            self.conv_s0 = nn.Conv2d(transformer_dim, transformer_dim // 8, kernel_size=1)
-            self.conv_s1 = nn.Conv2d(transformer_dim, transformer_dim // 4, kernel_size=1)
+            self.conv_s0 = Conv2d(transformer_dim, transformer_dim // 8, kernel_size=1)
+            self.conv_s1 = Conv2d(transformer_dim, transformer_dim // 4, kernel_size=1)
 
         self.output_hypernetworks_mlps = nn.ModuleList(
             MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3)

@@ -201,6 +201,7 @@ class MemoryAttentionLayer(nn.Module):
         query_pos: torch.Tensor | None,
         keys: torch.Tensor,
         raw_values: torch.Tensor,
+        self_attended: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Inference form of :meth:`forward`: precomputed keys, unprojected values.
 
@@ -209,13 +210,16 @@ class MemoryAttentionLayer(nn.Module):
             query_pos: ``(B, L, d_model)`` frame position encoding.
             keys: ``(B, heads, M, head_dim)`` projected and rotated memory keys.
             raw_values: ``(B, M, kv_in_dim)`` the memory tokens themselves.
+            self_attended: this layer's self-attention step already applied to ``tgt`` (it does
+                not depend on the memory, so objects on one frame can share it); ``tgt`` is then
+                not read.
 
         Returns:
             ``(B, L, d_model)``.
         """
         if self.training:
             raise RuntimeError("forward_with_keys is for inference; train with forward()")
-        tgt = self._self_attention(tgt, query_pos)
+        tgt = self._self_attention(tgt, query_pos) if self_attended is None else self_attended
         normed = self.norm2(tgt)
         q = normed + query_pos if self.pos_enc_at_cross_attn_queries else normed
         cross = self.cross_attn_image
@@ -329,6 +333,19 @@ class MemoryAttention(nn.Module):
         )
         self.norm = nn.LayerNorm(d_model)
 
+    def first_self_attention(self, curr: torch.Tensor, curr_pos: torch.Tensor | None) -> torch.Tensor:
+        """The first layer's self-attention step on a frame, which does not depend on the memory.
+
+        Args:
+            curr: ``(L, B, d_model)`` frame tokens, sequence first.
+            curr_pos: ``(L, B, d_model)`` their position encoding.
+
+        Returns:
+            Batch-first ``(B, L, d_model)`` tokens (for ``frame_self_attention`` of :meth:`forward`).
+        """
+        output = curr + 0.1 * curr_pos if self.pos_enc_at_input and curr_pos is not None else curr
+        return self.layers[0]._self_attention(self._layout(output), self._layout(curr_pos))
+
     def _layout(self, x: torch.Tensor | None) -> torch.Tensor | None:
         """Sequence-first ``(N, B, C)`` to the layers' batch-first layout and back (a view)."""
         return x.transpose(0, 1) if x is not None and self.batch_first else x
@@ -342,6 +359,7 @@ class MemoryAttention(nn.Module):
         num_obj_ptr_tokens: int = 0,
         memory_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
         memory_keys: list[torch.Tensor] | None = None,
+        frame_self_attention: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Condition the current frame on the memory.
 
@@ -359,6 +377,8 @@ class MemoryAttention(nn.Module):
                 inference (:mod:`sam2s.modeling.memory_cache`); attention then takes ``memory``
                 itself as values (:meth:`MemoryAttentionLayer.forward_with_keys`) and
                 ``memory_pos`` is not read.
+            frame_self_attention: with ``memory_keys``, :meth:`first_self_attention` of this
+                frame, computed once for all objects on it.
 
         Returns:
             ``(L, B, d_model)``.
@@ -382,7 +402,8 @@ class MemoryAttention(nn.Module):
 
         for index, layer in enumerate(self.layers):
             if memory_keys is not None:
-                output = layer.forward_with_keys(output, curr_pos, memory_keys[index], memory)
+                shared = frame_self_attention if index == 0 else None
+                output = layer.forward_with_keys(output, curr_pos, memory_keys[index], memory, self_attended=shared)
                 continue
             output = layer(
                 output,

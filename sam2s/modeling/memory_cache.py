@@ -12,6 +12,8 @@ for every new frame. :class:`MemoryAttentionCache` computes them once:
   ``R(W_k t + b_k)``, which depends on the slot alone and is cached per slot and layer. Each new
   frame only adds the two (:meth:`~sam2s.modeling.memory_attention.MemoryAttentionLayer.frame_keys`,
   :meth:`~sam2s.modeling.memory_attention.MemoryAttentionLayer.slot_keys`).
+* The first layer's self-attention. It depends on the current frame alone, so it runs once per
+  frame, not once per object.
 * Values. Not projected at all: attention weights sum to one, so attention runs on the 64-wide
   memory tokens and the value and output projections follow as one folded matrix
   (:meth:`~sam2s.modeling.memory_attention.MemoryAttentionLayer.folded_value_output`); the second
@@ -61,6 +63,8 @@ class MemoryAttentionCache:
         # (temporal slot, kind, grid tokens, device) -> per-layer (1, heads, h*w, head_dim)
         self._slots: dict[tuple, list[torch.Tensor]] = {}
         self._weights: tuple | None = None
+        # (frame features, their first-layer self-attention): shared by the objects of a frame
+        self._frame_self_attention: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         """Number of memory frames cached."""
@@ -71,15 +75,19 @@ class MemoryAttentionCache:
         self._used.clear()
         self._slots.clear()
         self._weights = None
+        self._frame_self_attention = None
 
     def end_frame(self) -> None:
         """Drop the entries of memories not attended since the last call (they left the window)."""
         self._frames = {key: entry for key, entry in self._frames.items() if key in self._used}
         self._used = set()
+        self._frame_self_attention = None
 
     def held_tensors(self) -> list[torch.Tensor]:
         """The cache's own tensors (for memory accounting)."""
         tensors = [t for entry in self._frames.values() for t in (entry.values, *entry.keys)]
+        if self._frame_self_attention is not None:
+            tensors.append(self._frame_self_attention[1])
         return tensors + [t for keys in self._slots.values() for t in keys]
 
     @torch.inference_mode()
@@ -127,6 +135,10 @@ class MemoryAttentionCache:
 
         current = vision.flatten(2).permute(2, 0, 1)
         current_pos = features.vision_pos.flatten(2).permute(2, 0, 1)
+        shared = self._frame_self_attention
+        if shared is None or shared[0] is not vision:
+            shared = (vision, model.memory_attention.first_self_attention(current, current_pos))
+            self._frame_self_attention = shared
         fused = model.memory_attention(
             curr=current,
             memory=raw_values.transpose(0, 1),
@@ -134,6 +146,7 @@ class MemoryAttentionCache:
             memory_pos=None,
             num_obj_ptr_tokens=num_pointer_tokens,
             memory_keys=layer_keys,
+            frame_self_attention=shared[1],
         )
         self._used.update(id(frame.features) for frame in memory.frames)
         return fused.permute(1, 2, 0).reshape(1, channels, h, w)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sam2s.modeling.common import DropPath, LayerNorm2d
-from sam2s.modeling.kernels import Linear
+from sam2s.modeling.kernels import Conv2d, Linear
 from sam2s.modeling.position_encoding import PositionEmbeddingSine
 
 __all__ = ["CXBlock", "Fuser", "MaskDownSampler", "MemoryEncoder", "MemoryEncoderOutput"]
@@ -60,7 +60,7 @@ class MaskDownSampler(nn.Module):
                 nn.GELU(),
             ]
             channels = out_channels
-        layers.append(nn.Conv2d(channels, embed_dim, kernel_size=1))
+        layers.append(Conv2d(channels, embed_dim, kernel_size=1))
         self.encoder = nn.Sequential(*layers)
 
     def forward(self, mask: torch.Tensor) -> torch.Tensor:
@@ -141,7 +141,7 @@ class Fuser(nn.Module):
         input_projection: bool = False,
     ) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(dim, dim, kernel_size=1) if input_projection else nn.Identity()
+        self.proj = Conv2d(dim, dim, kernel_size=1) if input_projection else nn.Identity()
         self.layers = nn.ModuleList(
             CXBlock(dim, kernel_size, padding, drop_path, layer_scale_init_value, use_dwconv)
             for _ in range(num_layers)
@@ -201,7 +201,7 @@ class MemoryEncoder(nn.Module):
             padding=mask_padding,
             total_stride=mask_total_stride,
         )
-        self.pix_feat_proj = nn.Conv2d(in_dim, in_dim, kernel_size=1)
+        self.pix_feat_proj = Conv2d(in_dim, in_dim, kernel_size=1)
         self.fuser = Fuser(
             num_layers=fuser_num_layers,
             dim=in_dim,
@@ -210,7 +210,7 @@ class MemoryEncoder(nn.Module):
             layer_scale_init_value=fuser_layer_scale_init_value,
             use_dwconv=fuser_use_dwconv,
         )
-        self.out_proj = nn.Conv2d(in_dim, out_dim, kernel_size=1) if out_dim != in_dim else nn.Identity()
+        self.out_proj = Conv2d(in_dim, out_dim, kernel_size=1) if out_dim != in_dim else nn.Identity()
         self.position_encoding = PositionEmbeddingSine(out_dim)
 
     def forward(

@@ -104,6 +104,8 @@ class VideoPredictor:
         model: a :class:`~sam2s.modeling.sam2.SAM2Model` (or SAM2S model).
         cache_frames: recent-frame memories kept per object (>= 16 reproduces SAM 2 while tracking).
         autocast: run in bfloat16 autocast on CUDA (ignored elsewhere).
+        cpu_autocast: run in bfloat16 autocast on CPU too (opt-in: faster on CPUs with bfloat16
+            instructions, but logits move by ~1e-2 from the float32 result).
         policy_factory: builds one memory policy per object; defaults to the model's own
             (:func:`~sam2s.memory.build_memory_policy`).
         prefetch: frames read and resized ahead on a worker thread during propagation; 0 reads
@@ -118,12 +120,14 @@ class VideoPredictor:
         autocast: bool = True,
         policy_factory=None,
         prefetch: int | None = None,
+        cpu_autocast: bool = False,
     ) -> None:
         if prefetch is not None and prefetch < 0:
             raise ValueError(f"prefetch must be >= 0 frames, got {prefetch}")
         self.model = model.eval()
         self.cache_frames = cache_frames
         self.autocast = autocast
+        self.cpu_autocast = cpu_autocast
         self.policy_factory = policy_factory or (lambda: build_memory_policy(model.config))
         self._prefetch = prefetch
 
@@ -656,9 +660,11 @@ class Session:
         )
 
     def _model_context(self) -> ExitStack:
-        """Around every model call: the fast CPU kernels, and bfloat16 autocast on CUDA if enabled."""
+        """Around every model call: the fast CPU kernels, and bfloat16 autocast where enabled."""
         stack = ExitStack()
         stack.enter_context(fast_kernels())
         if self.predictor.autocast and self.device.type == "cuda":
             stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+        elif self.predictor.cpu_autocast and self.device.type == "cpu":
+            stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
         return stack
