@@ -80,7 +80,9 @@ class BenchmarkClip:
     clicks: dict[int, tuple[float, float]]
 
 
-def synthetic_clip(num_frames: int, num_objects: int, height: int = 480, width: int = 640, seed: int = 0) -> BenchmarkClip:
+def synthetic_clip(
+    num_frames: int, num_objects: int, height: int = 480, width: int = 640, seed: int = 0
+) -> BenchmarkClip:
     """Coloured disks and boxes drifting over a noisy background, one shape per object.
 
     Args:
@@ -90,7 +92,9 @@ def synthetic_clip(num_frames: int, num_objects: int, height: int = 480, width: 
         seed: background noise and shape colours.
     """
     if num_frames < 1 or num_objects < 1:
-        raise ValueError(f"need at least one frame and one object, got {num_frames} frames and {num_objects} objects")
+        raise ValueError(
+            f"need at least one frame and one object, got {num_frames} frames and {num_objects} objects"
+        )
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:height, :width]
     background = (rng.random((height, width, 3)) * 60 + 70).astype(np.uint8)
@@ -108,7 +112,8 @@ def synthetic_clip(num_frames: int, num_objects: int, height: int = 480, width: 
                 inside = (np.abs(xx - x) < radius) & (np.abs(yy - y) < 0.7 * radius)
             frames[t][inside] = colours[k]
     clicks = {
-        k + 1: (float(cx + radius * np.sin(k)), float(cy + radius * np.cos(2 * k))) for k, (cx, cy) in enumerate(centres)
+        k + 1: (float(cx + radius * np.sin(k)), float(cy + radius * np.cos(2 * k)))
+        for k, (cx, cy) in enumerate(centres)
     }
     return BenchmarkClip(frames, clicks)
 
@@ -162,7 +167,12 @@ def official_overrides(config: ModelConfig) -> list[str]:
         )
     trunk, neck, attn, tracker = config.trunk, config.neck, config.memory_attention, config.tracker
     d_model, mem_dim = neck.d_model, config.memory_encoder.out_dim
-    model, enc, mem, layer = "++model", "++model.image_encoder", "++model.memory_attention", "++model.memory_attention.layer"
+    model, enc, mem, layer = (
+        "++model",
+        "++model.image_encoder",
+        "++model.memory_attention",
+        "++model.memory_attention.layer",
+    )
     grid = _listing(attn.feat_sizes)
     return [
         f"{model}.image_size={config.image_size}",
@@ -214,7 +224,9 @@ def official_overrides(config: ModelConfig) -> list[str]:
     ]
 
 
-def build_official_video_predictor(config: ModelConfig, state_dict: dict[str, torch.Tensor], device: str | torch.device = "cpu"):
+def build_official_video_predictor(
+    config: ModelConfig, state_dict: dict[str, torch.Tensor], device: str | torch.device = "cpu"
+):
     """The official ``SAM2VideoPredictor`` with the architecture of ``config`` and the given weights.
 
     Needs the official ``sam2`` package (``SAM2_BUILD_CUDA=0 pip install sam2==1.1.0``); it is
@@ -264,7 +276,9 @@ class SideReport:
         """Median seconds per frame with a full memory bank."""
         steady = self.steady
         if not steady:
-            raise ValueError(f"no frame was tracked with a full memory bank; use more than {self.full_bank_from} frames")
+            raise ValueError(
+                f"no frame was tracked with a full memory bank; use more than {self.full_bank_from} frames"
+            )
         return statistics.median(steady)
 
     def summary(self) -> dict:
@@ -301,7 +315,9 @@ class _ProjectSide:
         from sam2s.predictor.video import VideoPredictor
 
         self.device = model.device
-        predictor = VideoPredictor(model, cpu_autocast=precision == "bfloat16", autocast=precision == "bfloat16")
+        predictor = VideoPredictor(
+            model, cpu_autocast=precision == "bfloat16", autocast=precision == "bfloat16"
+        )
 
         def open_and_click():
             session = predictor.start(ArraySource(clip.frames))
@@ -357,7 +373,9 @@ def _write_jpeg_folder(frames: np.ndarray, folder: Path) -> np.ndarray:
     folder.mkdir(parents=True, exist_ok=True)
     for index, frame in enumerate(frames):
         Image.fromarray(frame).save(folder / f"{index:05d}.jpg", quality=95)
-    return np.stack([np.asarray(Image.open(folder / f"{i:05d}.jpg").convert("RGB")) for i in range(len(frames))])
+    return np.stack(
+        [np.asarray(Image.open(folder / f"{i:05d}.jpg").convert("RGB")) for i in range(len(frames))]
+    )
 
 
 def _cpu_model_name() -> str:
@@ -384,20 +402,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "example:\n  sam2s benchmark --compare-official --model sam2.1_hiera_t --image-size 512 "
         "--frames 32 --objects 3 --json bench.json"
     )
-    parser.add_argument("--model", default="sam2.1_hiera_t", help="config name (random weights; default: %(default)s)")
-    parser.add_argument("--image-size", type=int, default=None, help="model input size (default: the config's)")
-    parser.add_argument("--frames", type=int, default=32,
-                        help="clip length; frames from num_maskmem (7) on are measured (default: %(default)s)")
+    parser.add_argument(
+        "--model", default="sam2.1_hiera_t", help="config name (random weights; default: %(default)s)"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="model input size (default: the config's)"
+    )
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=32,
+        help="clip length; frames from num_maskmem (7) on are measured (default: %(default)s)",
+    )
     parser.add_argument("--objects", type=int, default=1, help="objects tracked (default: %(default)s)")
-    parser.add_argument("--frame-size", default="480x640", help="HEIGHTxWIDTH of the clip (default: %(default)s)")
-    parser.add_argument("--compare-official", action="store_true",
-                        help="also run the official SAM 2.1 video predictor (needs the sam2 package)")
+    parser.add_argument(
+        "--frame-size", default="480x640", help="HEIGHTxWIDTH of the clip (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--compare-official",
+        action="store_true",
+        help="also run the official SAM 2.1 video predictor (needs the sam2 package)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for both predictors (default: PyTorch's)")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                        help="the project's precision; bfloat16 is opt-in and changes the logits (default: %(default)s)")
-    parser.add_argument("--kernels", choices=("onednn", "aten"), default=None,
-                        help="the project's CPU kernels (default: onednn unless SAM2S_CPU_KERNELS says otherwise)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for both predictors (default: PyTorch's)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="the project's precision; bfloat16 is opt-in and changes the logits (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--kernels",
+        choices=("onednn", "aten"),
+        default=None,
+        help="the project's CPU kernels (default: onednn unless SAM2S_CPU_KERNELS says otherwise)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="weights and clip (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
 
@@ -412,7 +453,9 @@ def _frame_size(text: str) -> tuple[int, int]:
     return height, width
 
 
-def _alternate(sides: list, reports: list[SideReport], num_frames: int) -> Iterator[list[tuple[int, torch.Tensor]]]:
+def _alternate(
+    sides: list, reports: list[SideReport], num_frames: int
+) -> Iterator[list[tuple[int, torch.Tensor]]]:
     """Advance every side by one frame in turn; yields each frame's outputs (moved to the CPU
     after the timing, so reading them back is not counted)."""
     from tqdm import tqdm
@@ -435,9 +478,14 @@ def run(args: argparse.Namespace) -> int:
     height, width = _frame_size(args.frame_size)
     if args.objects < 1:
         raise ValueError(f"--objects must be at least 1, got {args.objects}")
-    num_maskmem = load_config(args.model).tracker.num_maskmem
+    config = load_config(args.model)
+    if args.compare_official:
+        official_overrides(config)  # fails early, with its reason, for configs the official lacks
+    num_maskmem = config.tracker.num_maskmem
     if args.frames <= num_maskmem:
-        raise ValueError(f"--frames must exceed num_maskmem ({num_maskmem}) to measure frames with a full memory bank")
+        raise ValueError(
+            f"--frames must exceed num_maskmem ({num_maskmem}) to measure frames with a full memory bank"
+        )
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
@@ -467,7 +515,9 @@ def run(args: argparse.Namespace) -> int:
                 if len(outputs) == 2:
                     (ours_index, ours), (theirs_index, theirs) = outputs
                     if ours_index != theirs_index:
-                        raise RuntimeError(f"the predictors yielded frames {ours_index} and {theirs_index} in the same step")
+                        raise RuntimeError(
+                            f"the predictors yielded frames {ours_index} and {theirs_index} in the same step"
+                        )
                     max_diff = max(max_diff, float((ours - theirs).abs().max()))
                     mismatched += int(((ours > 0) != (theirs > 0)).sum())
                     pixels += ours.numel()
@@ -507,24 +557,34 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(results: dict, reports: list[SideReport]) -> None:
-    print(f"{results['model']} at {results['image_size']} px, {results['objects']} object(s), "
-          f"{results['frames']} frames of {results['frame_size'][1]}x{results['frame_size'][0]}, "
-          f"{results['device']}, {results['threads']} thread(s), {results['precision']}, "
-          f"CPU kernels {results['cpu_kernels']}")
-    print(f"CPU: {results['cpu']}; load average {results['load_average']['start'][0]:.2f} -> "
-          f"{results['load_average']['end'][0]:.2f}")
-    print(f"{'predictor':<10} {'s/frame':>9} {'FPS':>7} {'first mask s':>13}   (median over frames >= "
-          f"{results['full_bank_from_frame']})")
+    print(
+        f"{results['model']} at {results['image_size']} px, {results['objects']} object(s), "
+        f"{results['frames']} frames of {results['frame_size'][1]}x{results['frame_size'][0]}, "
+        f"{results['device']}, {results['threads']} thread(s), {results['precision']}, "
+        f"CPU kernels {results['cpu_kernels']}"
+    )
+    print(
+        f"CPU: {results['cpu']}; load average {results['load_average']['start'][0]:.2f} -> "
+        f"{results['load_average']['end'][0]:.2f}"
+    )
+    print(
+        f"{'predictor':<10} {'s/frame':>9} {'FPS':>7} {'first mask s':>13}   (median over frames >= "
+        f"{results['full_bank_from_frame']})"
+    )
     for report in reports:
         summary = results[report.name]
-        print(f"{report.name:<10} {summary['s_per_frame']:>9.4f} {summary['fps']:>7.2f} {summary['first_mask_s']:>13.3f}")
+        print(
+            f"{report.name:<10} {summary['s_per_frame']:>9.4f} {summary['fps']:>7.2f} {summary['first_mask_s']:>13.3f}"
+        )
     print(f"peak RSS {results['peak_rss_mib']:.0f} MiB" + (" (both predictors)" if len(reports) > 1 else ""))
     if "peak_gpu_mib" in results:
         print(f"peak GPU memory {results['peak_gpu_mib']:.0f} MiB ({results['gpu']})")
     if "speed_ratio" in results:
-        print(f"speed ratio (official / project): {results['speed_ratio']:.2f}x; "
-              f"max |logit difference| {results['max_logit_diff']:.2e}; "
-              f"mask pixels that differ {results['mask_mismatch_fraction']:.2e}")
+        print(
+            f"speed ratio (official / project): {results['speed_ratio']:.2f}x; "
+            f"max |logit difference| {results['max_logit_diff']:.2e}; "
+            f"mask pixels that differ {results['mask_mismatch_fraction']:.2e}"
+        )
 
 
 def _write_json(path: Path, results: dict) -> None:
@@ -545,4 +605,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

@@ -148,7 +148,9 @@ def linear(
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
     if use_fast_path(x) and weight.dtype == torch.float32:
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], "none" if activation == "gelu" else "")
+        return torch.ops.mkldnn._linear_pointwise(
+            x, weight, bias, activation, [], "none" if activation == "gelu" else ""
+        )
     out = F.linear(x, weight, bias)
     act = _ACTIVATIONS[activation]
     return out if act is None else act(out)

@@ -91,7 +91,9 @@ class MemoryAttentionCache:
         return tensors + [t for keys in self._slots.values() for t in keys]
 
     @torch.inference_mode()
-    def condition(self, model: SAM2Model, features: FrameFeatures, memory: MemoryInputs | None) -> torch.Tensor:
+    def condition(
+        self, model: SAM2Model, features: FrameFeatures, memory: MemoryInputs | None
+    ) -> torch.Tensor:
         """:meth:`SAM2Model.condition_on_memory` for one object, reusing cached memory work.
 
         Args:
@@ -130,7 +132,9 @@ class MemoryAttentionCache:
                 span = slice(position * num_tokens, (position + 1) * num_tokens)
                 torch.add(entry.keys[index], slot[index], out=keys[:, :, span])
             if num_pointer_tokens:
-                keys[:, :, keys.shape[2] - num_pointer_tokens :] = layer.pointer_keys(pointer_tokens, pointer_pos)
+                keys[:, :, keys.shape[2] - num_pointer_tokens :] = layer.pointer_keys(
+                    pointer_tokens, pointer_pos
+                )
             layer_keys.append(keys)
 
         current = vision.flatten(2).permute(2, 0, 1)
@@ -157,7 +161,9 @@ class MemoryAttentionCache:
         if entry is not None and entry.source is frame.features:
             return entry
         device = model.no_mem_embed.device
-        tokens = frame.features.to(device).flatten(2).transpose(1, 2).float().contiguous()  # (1, h*w, mem_dim)
+        tokens = (
+            frame.features.to(device).flatten(2).transpose(1, 2).float().contiguous()
+        )  # (1, h*w, mem_dim)
         spatial = model.memory_position(grid, device).transpose(0, 1)  # (1, h*w, mem_dim)
         num_tokens = grid[0] * grid[1]
         keys = [layer.frame_keys(tokens, spatial, num_tokens) for layer in model.memory_attention.layers]

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Self
 
 import torch
 
@@ -49,10 +50,12 @@ class FramePrefetcher:
         self._depth = depth
         self._pin = pin_memory
         self._pending: OrderedDict[int, Future] = OrderedDict()
-        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam2s-frames")
+        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="sam2s-frames"
+        )
         self._fill()
 
-    def __enter__(self) -> FramePrefetcher:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info) -> None:

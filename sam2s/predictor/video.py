@@ -41,6 +41,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import Self
 
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ from sam2s.predictor.prefetch import FramePrefetcher
 from sam2s.predictor.results import FrameResult
 from sam2s.transforms.model_input import ToModelInput
 
-__all__ = ["VideoPredictor", "Session", "PromptError", "PropagationPass"]
+__all__ = ["PromptError", "PropagationPass", "Session", "VideoPredictor"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ class Session:
         if close is not None:
             close()
 
-    def __enter__(self) -> Session:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
