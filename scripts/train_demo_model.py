@@ -8,8 +8,9 @@ Steps (``all`` runs them in order)::
 
     python scripts/train_demo_model.py data       # write the data under --data-dir
     python scripts/train_demo_model.py train      # train into --run-dir (resumes if interrupted)
-    python scripts/train_demo_model.py evaluate   # J&F (1 and 3 clicks), baseline, CT volume Dice
-    python scripts/train_demo_model.py package    # bundle/models/: model.pt, config, log, metrics
+    python scripts/train_demo_model.py package    # bundle/models/: model.pt (float16), config, training log
+    python scripts/train_demo_model.py evaluate   # the shipped model.pt: J&F (1 and 3 clicks), baseline,
+                                                  # volume Dice -> bundle/models/metrics.json
 
 Two training processes (one thread each) share the work with ``torchrun``::
 
@@ -29,11 +30,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sam2s.training.demo import (  # noqa: E402
+from sam2s.training.demo import (
     FirstMaskBaseline,
     evaluate_videos,
     evaluate_volume,
     package_demo_model,
+    small_check,
     write_demo_data,
     write_json,
 )
@@ -59,8 +61,9 @@ def demo_train_config(args: argparse.Namespace):
         checkpoint_every=100,
         threads=args.threads,
     )
-    config["data"].update(videos=[str(data.train_videos)], volumes=[str(data.train_volumes)],
-                          images=[str(data.train_images)])
+    config["data"].update(
+        videos=[str(data.train_videos)], volumes=[str(data.train_volumes)], images=[str(data.train_images)]
+    )
     # 3 objects per clip, 8-frame clips, DiveMem hybrid 1:1 with contiguous clips, volumes as a
     # quarter of the sequences. Two departures from the paper's recipe, for a model learned from
     # scratch in an hour of CPU: images 2:3 instead of 1:4 (a one-frame clip costs a sixth of a
@@ -68,8 +71,15 @@ def demo_train_config(args: argparse.Namespace):
     config["sampling"].update(num_frames=8, max_objects=3, volume_fraction=0.25, image_fraction=0.4)
     config["prompts"].update(correction_clicks=2)
     # From scratch: a much larger learning rate than the paper's fine-tuning 1e-5, no layer decay.
-    config["optim"].update(lr=args.lr, image_encoder_lr=args.lr, layer_decay=1.0, weight_decay=0.05,
-                           warmup_steps=min(200, args.steps // 10), min_lr_ratio=0.05, grad_clip=1.0)
+    config["optim"].update(
+        lr=args.lr,
+        image_encoder_lr=args.lr,
+        layer_decay=1.0,
+        weight_decay=0.05,
+        warmup_steps=min(200, args.steps // 10),
+        min_lr_ratio=0.05,
+        grad_clip=1.0,
+    )
     return TrainConfig.from_dict(config)
 
 
@@ -97,14 +107,14 @@ def command_evaluate(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = write_demo_data(args.data_dir)
-    weights = Path(args.weights) if args.weights else args.run_dir / "model_final.pt"
+    weights = Path(args.weights) if args.weights else BUNDLE_MODELS / "model.pt"
 
     def predictor():
         return sam2s.VideoPredictor(sam2s.build_model("sam2s_demo", checkpoint=weights))
 
     start = time.perf_counter()
     metrics: dict = {"weights": str(weights), "test_set": str(data.test_videos)}
-    metrics["jf"] = evaluate_videos(predictor, data.test_videos, ["1click", "3click"])
+    metrics["jf"] = evaluate_videos(predictor, data.test_videos, ["1click", "3click", "mask"])
     metrics["baseline_first_mask_jf"] = evaluate_videos(FirstMaskBaseline, data.test_videos, ["mask"])["mask"]
     volume_scores = []
     for case in range(args.volumes):
@@ -112,38 +122,58 @@ def command_evaluate(args: argparse.Namespace) -> dict:
     metrics["volume_dice"] = [score.__dict__ for score in volume_scores]
     ct = [s.dice for s in volume_scores if s.case.endswith(("000", "002", "004", "006"))]  # even cases are CT
     metrics["ct_mean_dice"] = float(sum(ct) / len(ct)) if ct else None
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        metrics["ci_check"] = small_check(sam2s.build_model("sam2s_demo", checkpoint=weights), scratch)
     metrics["evaluation_seconds"] = round(time.perf_counter() - start, 1)
+    metrics["commands"] = {
+        "data": "python scripts/train_demo_model.py data",
+        "train": "torchrun --nproc_per_node 2 scripts/train_demo_model.py train --threads 1 --batch-size 2 "
+        f"--steps {args.steps} --lr {args.lr}",
+        "evaluate": "python scripts/train_demo_model.py evaluate",
+    }
     print(json.dumps(metrics, indent=2))
     write_json(args.run_dir / "metrics.json", metrics)
+    if not args.weights:
+        write_json(BUNDLE_MODELS / "metrics.json", metrics)
     return metrics
 
 
 def command_package(args: argparse.Namespace) -> None:
     BUNDLE_MODELS.mkdir(parents=True, exist_ok=True)
     target = package_demo_model(args.run_dir / "model_final.pt", BUNDLE_MODELS / "model.pt", CONFIG_YAML)
-    for name, new_name in (("train.log", "training_log.txt"), ("metrics.json", "metrics.json")):
+    for name, new_name in (("train.log", "training_log.txt"), ("metrics.jsonl", "training_metrics.jsonl")):
         if (args.run_dir / name).is_file():
             shutil.copyfile(args.run_dir / name, BUNDLE_MODELS / new_name)
     print(f"packaged {target} ({target.stat().st_size / 2**20:.1f} MiB)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["data", "train", "evaluate", "package", "all"])
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/sam2s_demo_data"))
     parser.add_argument("--run-dir", type=Path, default=Path("/tmp/sam2s_demo_run"))
     parser.add_argument("--steps", type=int, default=3600)
-    parser.add_argument("--batch-size", type=int, default=1, help="global batch (a multiple of the processes)")
+    parser.add_argument(
+        "--batch-size", type=int, default=1, help="global batch (a multiple of the processes)"
+    )
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per process")
-    parser.add_argument("--weights", help="weights to evaluate (default RUN_DIR/model_final.pt)")
+    parser.add_argument("--weights", help="weights to evaluate (default: the shipped bundle/models/model.pt)")
     parser.add_argument("--volumes", type=int, default=4, help="test volumes to score")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    commands = {"data": [command_data], "train": [command_train], "evaluate": [command_evaluate],
-                "package": [command_package],
-                "all": [command_data, command_train, command_evaluate, command_package]}
+    commands = {
+        "data": [command_data],
+        "train": [command_train],
+        "evaluate": [command_evaluate],
+        "package": [command_package],
+        "all": [command_data, command_train, command_package, command_evaluate],
+    }
     for command in commands[args.command]:
         command(args)
     return 0

@@ -51,9 +51,16 @@ class TrainingClip:
 
     def to(self, device: torch.device | str) -> TrainingClip:
         return TrainingClip(
-            self.images.to(device, non_blocking=True), self.masks.to(device, non_blocking=True), self.roles,
-            self.frame_indices, self.obj_ids, self.categories, self.reverse, self.num_source_frames,
-            self.seed, self.name,
+            self.images.to(device, non_blocking=True),
+            self.masks.to(device, non_blocking=True),
+            self.roles,
+            self.frame_indices,
+            self.obj_ids,
+            self.categories,
+            self.reverse,
+            self.num_source_frames,
+            self.seed,
+            self.name,
         )
 
 
@@ -88,7 +95,9 @@ class ClipLoader:
 
     def load(self, request: ClipRequest) -> TrainingClip:
         if request.kind == "video":
-            clip = self.videos[request.dataset].load_clip(request.item, request.frame_indices, request.obj_ids)
+            clip = self.videos[request.dataset].load_clip(
+                request.item, request.frame_indices, request.obj_ids
+            )
         elif request.kind == "volume":
             clip = self.volumes[request.dataset].load_clip(
                 request.item, request.frame_indices, self.volume_axis, self.volume_window, request.obj_ids

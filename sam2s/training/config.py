@@ -155,7 +155,7 @@ _SECTIONS: dict[str, type] = {
 
 def _build(cls: type, data: dict[str, Any], context: str) -> Any:
     if not isinstance(data, dict):
-        raise ValueError(f"{context}: expected a mapping, got {type(data).__name__}")
+        raise TypeError(f"{context}: expected a mapping, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -174,4 +174,8 @@ def load_train_config(path: str | Path) -> TrainConfig:
         raise FileNotFoundError(f"training config {str(path)!r} does not exist")
     with open(path) as handle:
         data = yaml.safe_load(handle) or {}
+    if not isinstance(data, dict):  # a bad file is a user error (ValueError), as every other config error
+        raise ValueError(  # noqa: TRY004
+            f"training config {str(path)!r} must hold a mapping of options, not a {type(data).__name__}"
+        )
     return TrainConfig.from_dict(data)

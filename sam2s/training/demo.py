@@ -44,6 +44,7 @@ __all__ = [
     "evaluate_videos",
     "evaluate_volume",
     "package_demo_model",
+    "small_check",
     "write_demo_data",
     "write_image_set",
 ]
@@ -79,9 +80,13 @@ def write_image_set(root: str | Path, num_videos: int, frames_per_video: int, si
             mask.putpalette(palette)
             write_atomically(
                 root / "images" / f"{name}.jpg",
-                lambda handle, frame=frame: Image.fromarray(frame.image).save(handle, format="JPEG", quality=95, subsampling=0),
+                lambda handle, frame=frame: Image.fromarray(frame.image).save(
+                    handle, format="JPEG", quality=95, subsampling=0
+                ),
             )
-            write_atomically(root / "masks" / f"{name}.png", lambda handle, mask=mask: mask.save(handle, format="PNG"))
+            write_atomically(
+                root / "masks" / f"{name}.png", lambda handle, mask=mask: mask.save(handle, format="PNG")
+            )
     text = json.dumps(categories, indent=2, sort_keys=True) + "\n"
     write_atomically(root / "categories.json", lambda handle: handle.write(text.encode()))
     return root
@@ -106,11 +111,15 @@ def write_demo_data(
     root = Path(root)
     train, test, images = root / "train", root / "test", root / "train_images"
     if not (train / "JPEGImages").is_dir():
-        write_synthetic_dataset(train, train_videos, num_frames, size, size, seed=train_seed, volumes=train_volumes)
+        write_synthetic_dataset(
+            train, train_videos, num_frames, size, size, seed=train_seed, volumes=train_volumes
+        )
     if not (images / "images").is_dir():
         write_image_set(images, image_videos, 4, size, seed=train_seed)
     if not (test / "JPEGImages").is_dir():
-        write_synthetic_dataset(test, test_videos, num_frames, size, size, seed=test_seed, volumes=test_volumes)
+        write_synthetic_dataset(
+            test, test_videos, num_frames, size, size, seed=test_seed, volumes=test_volumes
+        )
     return DemoData(train, train / "volumes", images, test, test / "volumes")
 
 
@@ -129,13 +138,17 @@ class _BaselineSession:
             raise ValueError("the first-mask baseline takes mask prompts only (use the 'mask' protocol)")
         self.prompts[int(obj_id)] = (int(frame_index), np.asarray(mask, dtype=bool))
 
-    def propagate(self, direction: str = "forward", start_frame: int | None = None,
-                  max_frames: int | None = None) -> Iterator[SimpleNamespace]:
+    def propagate(
+        self, direction: str = "forward", start_frame: int | None = None, max_frames: int | None = None
+    ) -> Iterator[SimpleNamespace]:
         obj_ids = sorted(self.prompts)
         first = min(frame for frame, _ in self.prompts.values()) if start_frame is None else start_frame
         last = self.num_frames if max_frames is None else min(self.num_frames, first + max_frames)
         for t in range(first, last):
-            masks = [mask if t >= frame else np.zeros_like(mask) for frame, mask in (self.prompts[o] for o in obj_ids)]
+            masks = [
+                mask if t >= frame else np.zeros_like(mask)
+                for frame, mask in (self.prompts[o] for o in obj_ids)
+            ]
             yield SimpleNamespace(frame_index=t, obj_ids=obj_ids, masks=np.stack(masks))
 
 
@@ -201,7 +214,9 @@ def evaluate_volume(predictor, dataset_root: str | Path, case: int = 0) -> list[
         session.add_prompt(frame_index=prompt_slice, obj_id=1, mask=truth[prompt_slice])
         predicted = np.zeros_like(truth)
         for output in session.propagate(direction="both"):
-            predicted[output.frame_index] = np.asarray(output.masks[0].cpu() if torch.is_tensor(output.masks) else output.masks[0])
+            predicted[output.frame_index] = np.asarray(
+                output.masks[0].cpu() if torch.is_tensor(output.masks) else output.masks[0]
+            )
         close = getattr(session, "close", None)
         if close is not None:
             close()
@@ -211,21 +226,41 @@ def evaluate_volume(predictor, dataset_root: str | Path, case: int = 0) -> list[
     return scores
 
 
+def small_check(model, root: str | Path, seed: int = 777) -> dict[str, float]:
+    """The quick version of the demo evaluation that the tests repeat with the shipped weights.
+
+    Writes 2 synthetic videos of 20 frames (128 x 128) and one CT volume with ``seed`` under
+    ``root`` (a seed no training or test set of the demo uses), then scores 1-click J&F, the
+    first-mask baseline and the volume's mean 3D Dice.
+    """
+    import sam2s
+
+    root = Path(root)
+    if not (root / "JPEGImages").is_dir():
+        write_synthetic_dataset(
+            root, num_videos=2, num_frames=20, height=128, width=128, seed=seed, volumes=1, progress=False
+        )
+    jf = evaluate_videos(lambda: sam2s.VideoPredictor(model), root, ["1click"])["1click"]
+    baseline = evaluate_videos(FirstMaskBaseline, root, ["mask"])["mask"]
+    dice = [score.dice for score in evaluate_volume(sam2s.VideoPredictor(model), root / "volumes", case=0)]
+    return {"jf_1click": jf, "baseline_first_mask_jf": baseline, "ct_mean_dice": float(np.mean(dice))}
+
+
 # ----------------------------------------------------------------------------------------------
 # Packaging
 # ----------------------------------------------------------------------------------------------
 
 
-def package_demo_model(checkpoint: str | Path, out_path: str | Path, config_yaml: str | Path | None = None) -> Path:
+def package_demo_model(
+    checkpoint: str | Path, out_path: str | Path, config_yaml: str | Path | None = None
+) -> Path:
     """Store an exported model in float16 (other entries unchanged) and copy its config beside it.
 
     ``sam2s.checkpoint.load_checkpoint`` copies the weights into the float32 model, so float16
     storage only rounds them.
     """
     payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    payload["model"] = {
-        k: v.half() if v.is_floating_point() else v for k, v in payload["model"].items()
-    }
+    payload["model"] = {k: v.half() if v.is_floating_point() else v for k, v in payload["model"].items()}
     payload["storage_dtype"] = "float16"
     out_path = Path(out_path)
     write_atomically(out_path, lambda handle: torch.save(payload, handle))
@@ -236,6 +271,7 @@ def package_demo_model(checkpoint: str | Path, out_path: str | Path, config_yaml
 
 def write_json(path: str | Path, data: object) -> Path:
     """Write ``data`` as indented JSON, atomically (dataclasses become dicts)."""
+
     def default(value):
         if hasattr(value, "__dataclass_fields__"):
             return asdict(value)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -40,7 +40,7 @@ class DistributedContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     backend: str | None = None
 
     @property
@@ -61,7 +61,9 @@ class DistributedContext:
         if not self.is_distributed or not values:
             return dict(values)
         keys = sorted(values)
-        tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self._reduce_device())
+        tensor = torch.tensor(
+            [float(values[k]) for k in keys], dtype=torch.float64, device=self._reduce_device()
+        )
         dist.all_reduce(tensor)
         tensor /= self.world_size
         return dict(zip(keys, tensor.tolist()))

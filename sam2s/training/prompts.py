@@ -74,7 +74,9 @@ class PromptSimulationConfig:
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.prob_mask <= 1.0 and 0.0 <= self.prob_box <= 1.0):
-            raise ValueError(f"prob_mask and prob_box must lie in [0, 1], got {self.prob_mask}, {self.prob_box}")
+            raise ValueError(
+                f"prob_mask and prob_box must lie in [0, 1], got {self.prob_mask}, {self.prob_box}"
+            )
         if self.prob_mask + self.prob_box > 1.0 + 1e-9:
             raise ValueError(
                 f"prob_mask + prob_box must be at most 1 (clicks take the rest), got {self.prob_mask + self.prob_box}"
@@ -83,7 +85,9 @@ class PromptSimulationConfig:
             raise ValueError("max_frames_to_correct and correction_clicks must be >= 0")
 
 
-def choose_prompt_kind(rng: np.random.Generator, config: PromptSimulationConfig, num_frames: int) -> PromptKind:
+def choose_prompt_kind(
+    rng: np.random.Generator, config: PromptSimulationConfig, num_frames: int
+) -> PromptKind:
     """Draw the first-frame prompt kind of a clip of ``num_frames`` frames (see the module docstring)."""
     draw = rng.random()
     if num_frames == 1:
@@ -147,7 +151,9 @@ def click_from_error(
     return PointPrompt(coords, labels)
 
 
-def box_prompt(target: torch.Tensor, config: PromptSimulationConfig, generator: torch.Generator) -> PointPrompt:
+def box_prompt(
+    target: torch.Tensor, config: PromptSimulationConfig, generator: torch.Generator
+) -> PointPrompt:
     """A noisy bounding box per object, as SAM 2's box simulation.
 
     Each corner moves by Gaussian noise of ``box_noise`` × the box side (at most
@@ -181,5 +187,7 @@ def box_prompt(target: torch.Tensor, config: PromptSimulationConfig, generator: 
     top_left = torch.minimum(noisy[:, :2], noisy[:, 2:])
     bottom_right = torch.maximum(noisy[:, :2], noisy[:, 2:])
     coords = torch.stack([top_left, bottom_right], 1).to(target.device)
-    labels = torch.tensor([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], dtype=torch.int32).expand(batch, 2).to(target.device)
+    labels = (
+        torch.tensor([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], dtype=torch.int32).expand(batch, 2).to(target.device)
+    )
     return PointPrompt(coords, labels.contiguous())

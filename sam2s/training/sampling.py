@@ -93,7 +93,9 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if self.num_frames < 1 or self.max_objects < 1:
-            raise ValueError(f"num_frames and max_objects must be >= 1, got {self.num_frames}, {self.max_objects}")
+            raise ValueError(
+                f"num_frames and max_objects must be >= 1, got {self.num_frames}, {self.max_objects}"
+            )
         if self.hybrid and self.num_frames < self.num_long_term + 2:
             raise ValueError(
                 f"a hybrid clip of {self.num_frames} frames cannot hold 1 conditioning frame, "
@@ -268,7 +270,9 @@ def index_videos(datasets: Sequence[VideoDataset], progress: bool = True) -> lis
     return entries
 
 
-def index_volumes(datasets: Sequence[VolumeDataset], axis: int = 0, progress: bool = True) -> list[SequenceEntry]:
+def index_volumes(
+    datasets: Sequence[VolumeDataset], axis: int = 0, progress: bool = True
+) -> list[SequenceEntry]:
     """Read which labels each slice (along ``axis``) shows."""
     entries = []
     work = [(d, i, r) for d, ds in enumerate(datasets) for i, r in enumerate(ds.records)]
@@ -276,7 +280,11 @@ def index_volumes(datasets: Sequence[VolumeDataset], axis: int = 0, progress: bo
         labels = datasets[dataset_id].load_volume(record).labels
         ids = tuple(int(v) for v in np.unique(labels) if v != 0)
         moved = np.moveaxis(labels, axis, 0).reshape(labels.shape[axis], -1)
-        presence = np.stack([(moved == obj).any(axis=1) for obj in ids], axis=1) if ids else np.zeros((len(moved), 0), bool)
+        presence = (
+            np.stack([(moved == obj).any(axis=1) for obj in ids], axis=1)
+            if ids
+            else np.zeros((len(moved), 0), bool)
+        )
         if presence.any():
             frames = tuple(range(labels.shape[axis]))
             entries.append(SequenceEntry("volume", dataset_id, item, record.name, frames, ids, presence))
@@ -319,7 +327,9 @@ class ClipSampler:
         seed: int = 0,
     ) -> None:
         if not sequences and not images:
-            raise ValueError("no training data: give at least one video, volume or image dataset with objects")
+            raise ValueError(
+                "no training data: give at least one video, volume or image dataset with objects"
+            )
         self.videos = [s for s in sequences if s.kind == "video"]
         self.volumes = [s for s in sequences if s.kind == "volume"]
         self.images = list(images)
@@ -338,13 +348,25 @@ class ClipSampler:
             entry = self.images[int(rng.integers(len(self.images)))]
             obj_ids = self._pick_objects(rng, entry.object_ids)
             return ClipRequest(
-                index, seed, "image", entry.dataset, entry.item, (0,), (ROLE_CONDITIONING,), obj_ids,
-                reverse=False, hybrid=False, hflip=hflip, num_source_frames=1,
+                index,
+                seed,
+                "image",
+                entry.dataset,
+                entry.item,
+                (0,),
+                (ROLE_CONDITIONING,),
+                obj_ids,
+                reverse=False,
+                hybrid=False,
+                hflip=hflip,
+                num_source_frames=1,
             )
         entry = self._pick_sequence(rng)
         reverse = bool(rng.random() < cfg.reverse_prob)
         hybrid = cfg.hybrid and rng.random() < cfg.hybrid_fraction
-        layout = hybrid_clip(rng, entry.presence, cfg.num_frames, cfg.num_long_term, reverse) if hybrid else None
+        layout = (
+            hybrid_clip(rng, entry.presence, cfg.num_frames, cfg.num_long_term, reverse) if hybrid else None
+        )
         hybrid = layout is not None
         if layout is None:
             layout = contiguous_clip(rng, entry.presence, cfg.num_frames, reverse)
@@ -354,9 +376,18 @@ class ClipSampler:
         present = entry.presence[positions[0]]
         obj_ids = self._pick_objects(rng, tuple(o for o, p in zip(entry.object_ids, present) if p))
         return ClipRequest(
-            index, seed, entry.kind, entry.dataset, entry.item,
-            tuple(entry.frames[p] for p in positions), tuple(roles), obj_ids,
-            reverse=reverse, hybrid=hybrid, hflip=hflip, num_source_frames=len(entry.frames),
+            index,
+            seed,
+            entry.kind,
+            entry.dataset,
+            entry.item,
+            tuple(entry.frames[p] for p in positions),
+            tuple(roles),
+            obj_ids,
+            reverse=reverse,
+            hybrid=hybrid,
+            hflip=hflip,
+            num_source_frames=len(entry.frames),
         )
 
     def _pick_sequence(self, rng: np.random.Generator) -> SequenceEntry:
@@ -384,7 +415,9 @@ class DistributedClipSampler:
         world_size: number of processes; must divide ``global_batch_size``.
     """
 
-    def __init__(self, sampler: ClipSampler, global_batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, sampler: ClipSampler, global_batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"invalid rank {rank} of world size {world_size}")
         if global_batch_size < world_size or global_batch_size % world_size:

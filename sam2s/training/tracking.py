@@ -41,7 +41,14 @@ from sam2s.losses import SAM2SLoss, SAM2SLossConfig, tsl_loss
 from sam2s.losses.total import LossBreakdown
 from sam2s.losses.tsl import NO_CATEGORY
 from sam2s.memory.sam2_window import pointer_span
-from sam2s.modeling.sam2 import FrameDecoding, FrameFeatures, MemoryFrame, MemoryInputs, PointPrompt, SAM2Model
+from sam2s.modeling.sam2 import (
+    FrameDecoding,
+    FrameFeatures,
+    MemoryFrame,
+    MemoryInputs,
+    PointPrompt,
+    SAM2Model,
+)
 from sam2s.training.clips import TrainingClip
 from sam2s.training.prompts import (
     PromptKind,
@@ -106,7 +113,9 @@ class ClipTrainingModule(nn.Module):
         self.use_tsl = getattr(model, "semantic_head", None) is not None and class_bank is not None
         if class_bank is not None and len(class_names) != class_bank.shape[0]:
             raise ValueError(f"{len(class_names)} class names for a bank of {class_bank.shape[0]} embeddings")
-        self.register_buffer("class_bank", class_bank if class_bank is not None else torch.zeros(0, 1), persistent=False)
+        self.register_buffer(
+            "class_bank", class_bank if class_bank is not None else torch.zeros(0, 1), persistent=False
+        )
         self.class_index = {name: k for k, name in enumerate(class_names)}
         self.loss = SAM2SLoss(loss_config_for(model, self.use_tsl))
 
@@ -144,7 +153,15 @@ class ClipTrainingModule(nn.Module):
                 features = _frame_features(all_features, position).expand(num_objects)
                 target = masks[position]
                 frame_loss, remembered_frame = self._process_frame(
-                    clip, position, features, target, kind, position in correct, remembered, generator, targets
+                    clip,
+                    position,
+                    features,
+                    target,
+                    kind,
+                    position in correct,
+                    remembered,
+                    generator,
+                    targets,
                 )
                 remembered.append(remembered_frame)
                 if frame_loss is not None:
@@ -221,10 +238,14 @@ class ClipTrainingModule(nn.Module):
         )
         is_conditioning = position == 0 or (corrected and kind is not PromptKind.MASK)
         role = ROLE_CONDITIONING if is_conditioning else clip.roles[position]
-        frame = RememberedFrame(position, clip.frame_indices[position], role, memory_features, decoded.obj_ptr)
+        frame = RememberedFrame(
+            position, clip.frame_indices[position], role, memory_features, decoded.obj_ptr
+        )
         return loss, frame
 
-    def _memory_inputs(self, clip: TrainingClip, position: int, remembered: list[RememberedFrame]) -> MemoryInputs:
+    def _memory_inputs(
+        self, clip: TrainingClip, position: int, remembered: list[RememberedFrame]
+    ) -> MemoryInputs:
         """The memories DiveMem's bank would give the frame at ``position`` (see the module doc)."""
         tracker = self.model.config.tracker
         num_maskmem = tracker.num_maskmem
@@ -260,7 +281,9 @@ class ClipTrainingModule(nn.Module):
     def _class_targets(self, clip: TrainingClip, device: torch.device) -> torch.Tensor | None:
         if not self.use_tsl:
             return None
-        indices = [self.class_index.get(name, NO_CATEGORY) if name else NO_CATEGORY for name in clip.categories]
+        indices = [
+            self.class_index.get(name, NO_CATEGORY) if name else NO_CATEGORY for name in clip.categories
+        ]
         return torch.tensor(indices, dtype=torch.long, device=device)
 
 

@@ -53,7 +53,13 @@ from sam2s.semantics.vocabulary_bank import VocabularyBank, write_atomically
 from sam2s.training.clips import ClipLoader
 from sam2s.training.config import TrainConfig, load_train_config
 from sam2s.training.distributed import DistributedContext, init_distributed
-from sam2s.training.sampling import ClipSampler, DistributedClipSampler, index_images, index_videos, index_volumes
+from sam2s.training.sampling import (
+    ClipSampler,
+    DistributedClipSampler,
+    index_images,
+    index_videos,
+    index_volumes,
+)
 from sam2s.training.tracking import LOSS_TERMS, ClipTrainingModule
 
 SummaryWriter, _HAS_TENSORBOARD = optional_import("torch.utils.tensorboard", name="SummaryWriter")
@@ -120,7 +126,12 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
         group["params"].append(param)
         group["names"].append(name)
     param_groups = [
-        {"params": g["params"], "lr": g["lr"], "weight_decay": g["weight_decay"], "num_params": len(g["names"])}
+        {
+            "params": g["params"],
+            "lr": g["lr"],
+            "weight_decay": g["weight_decay"],
+            "num_params": len(g["names"]),
+        }
         for _, g in sorted(groups.items(), key=lambda item: (-item[0][0], item[0][1]))
     ]
     return torch.optim.AdamW(param_groups, betas=tuple(optim.betas))
@@ -155,8 +166,13 @@ def _rng_state(device: torch.device) -> dict[str, Any]:
     version, python_state, gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "python": {"version": version, "state": list(python_state), "gauss": gauss},
     }
     if device.type == "cuda":
@@ -167,8 +183,15 @@ def _rng_state(device: torch.device) -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32),
-                         numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached"]))
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached"],
+        )
+    )
     python = state["python"]
     random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
     if device.type == "cuda" and "cuda" in state:
@@ -221,8 +244,9 @@ class Trainer:
             self._attach_log_file()
 
         torch.manual_seed(config.seed)  # the same initial weights on every rank
-        self.model = build_model(config.model, checkpoint=config.init_checkpoint, device=self.device,
-                                 **config.model_overrides).train()
+        self.model = build_model(
+            config.model, checkpoint=config.init_checkpoint, device=self.device, **config.model_overrides
+        ).train()
         bank = vocabulary if vocabulary is not None else self._load_vocabulary()
         if bank is not None and getattr(self.model, "semantic_head", None) is not None:
             self.model.set_vocabulary(bank)
@@ -268,7 +292,11 @@ class Trainer:
         if source is None:
             return None
         if source == "minilm":
-            from sam2s.semantics.text_encoders import MiniLMTextEncoder, build_vocabulary_bank, default_class_names
+            from sam2s.semantics.text_encoders import (
+                MiniLMTextEncoder,
+                build_vocabulary_bank,
+                default_class_names,
+            )
 
             return build_vocabulary_bank(MiniLMTextEncoder(), default_class_names())
         return VocabularyBank.load(source)
@@ -279,7 +307,9 @@ class Trainer:
         volumes = [VolumeDataset(root) for root in data.volumes]
         images = [ImageDataset(root) for root in data.images]
         show = self.progress and self.context.is_main
-        sequences = index_videos(videos, progress=show) + index_volumes(volumes, sampling.volume_axis, progress=show)
+        sequences = index_videos(videos, progress=show) + index_volumes(
+            volumes, sampling.volume_axis, progress=show
+        )
         image_entries = index_images(images)
         self.sampler = ClipSampler(sequences, image_entries, sampling, seed=self.config.seed)
         self.batches = DistributedClipSampler(
@@ -315,7 +345,11 @@ class Trainer:
         if clip > 0:
             norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
         else:
-            norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
+            norm = (
+                float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+                if params
+                else 0.0
+            )
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -348,8 +382,13 @@ class Trainer:
                 raise FileNotFoundError(f"checkpoint to resume from {str(path)!r} does not exist")
         self._log_start()
         main = self.context.is_main
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not (main and self.progress),
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc="train",
+            disable=not (main and self.progress),
+            dynamic_ncols=True,
+        )
         window: list[StepResult] = []
         run_start = time.perf_counter()
         while self.step < cfg.steps:
@@ -366,8 +405,12 @@ class Trainer:
         exported = None
         if main:
             exported = self.export_model(self.out_dir / "model_final.pt")
-            logger.info("finished %d steps in %.1f min; inference weights: %s", cfg.steps,
-                        (time.perf_counter() - run_start) / 60, exported)
+            logger.info(
+                "finished %d steps in %.1f min; inference weights: %s",
+                cfg.steps,
+                (time.perf_counter() - run_start) / 60,
+                exported,
+            )
             if self._writer is not None:
                 self._writer.close()
         self.context.barrier()
@@ -381,13 +424,23 @@ class Trainer:
         params = sum(p.numel() for p in self.model.parameters())
         logger.info(
             "training %s (%.2fM parameters, ARL %s, TSL %s, DiveMem %s) on %s, %d process(es), %s backend",
-            self.model.config.name, params / 1e6, "on" if self.model.config.arl else "off",
-            "on" if self.module.use_tsl else "off", "on" if self.model.config.divemem.enabled else "off",
-            self.device, self.context.world_size, self.context.backend or "no",
+            self.model.config.name,
+            params / 1e6,
+            "on" if self.model.config.arl else "off",
+            "on" if self.module.use_tsl else "off",
+            "on" if self.model.config.divemem.enabled else "off",
+            self.device,
+            self.context.world_size,
+            self.context.backend or "no",
         )
         logger.info("data: %(videos)d videos, %(volumes)d volumes, %(images)d images", self.data_summary)
-        logger.info("steps %d, global batch %d clips, seed %d; %s", cfg.steps, cfg.batch_size, cfg.seed,
-                    "starting from scratch" if self.step == 0 else f"continuing at step {self.step}")
+        logger.info(
+            "steps %d, global batch %d clips, seed %d; %s",
+            cfg.steps,
+            cfg.batch_size,
+            cfg.seed,
+            "starting from scratch" if self.step == 0 else f"continuing at step {self.step}",
+        )
         logger.info("config: %s", json.dumps(cfg.to_dict(), sort_keys=True))
         if _HAS_TENSORBOARD:
             # purge_step drops events a crashed run wrote after its last checkpoint
@@ -404,8 +457,17 @@ class Trainer:
         grad = float(np.mean([r.grad_norm for r in window]))
         logger.info(
             "step %d/%d loss %.4f (mask %.4f dice %.4f iou %.4f occlusion %.4f tsl %.4f) lr %.2e grad-norm %.3f %.2f s/step",
-            self.step, self.config.steps, means["total"], means["mask"], means["dice"], means["iou"],
-            means["occlusion"], means["tsl"], last.lr, grad, seconds,
+            self.step,
+            self.config.steps,
+            means["total"],
+            means["mask"],
+            means["dice"],
+            means["iou"],
+            means["occlusion"],
+            means["tsl"],
+            last.lr,
+            grad,
+            seconds,
         )
         record = {"step": self.step, "lr": last.lr, "grad_norm": grad, "seconds_per_step": seconds, **means}
         with open(self.out_dir / "metrics.jsonl", "a") as handle:
@@ -469,7 +531,9 @@ class Trainer:
         self.step = int(state["step"])
         _set_rng_state(state["rng"], self.device)
         if self.context.is_main:
-            logger.info("resumed from %s at step %d (%d samples seen)", path, self.step, state["samples_seen"])
+            logger.info(
+                "resumed from %s at step %d (%d samples seen)", path, self.step, state["samples_seen"]
+            )
 
     def export_model(self, path: str | Path) -> Path:
         """Write the weights for inference (``{"model", "config", "vocabulary", "training"}``)."""
@@ -492,7 +556,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="training YAML (see sam2s.training.config)")
     parser.add_argument("--model", help="model config name or YAML (default sam2s_hiera_t)")
     parser.add_argument("--init-checkpoint", help="weights to start from (e.g. from `sam2s convert`)")
-    parser.add_argument("--vocabulary", help="class bank .pt for TSL, or 'minilm' to encode the SAM2S vocabulary")
+    parser.add_argument(
+        "--vocabulary", help="class bank .pt for TSL, or 'minilm' to encode the SAM2S vocabulary"
+    )
     parser.add_argument("--videos", nargs="+", help="video dataset roots (DAVIS / SA-V layout)")
     parser.add_argument("--volumes", nargs="+", help="volume dataset roots (images/ + labels/)")
     parser.add_argument("--images", nargs="+", help="image dataset roots (images/ + masks/)")
@@ -505,10 +571,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training device (default auto)")
     parser.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     parser.add_argument("--threads", type=int, help="CPU threads per process")
-    parser.add_argument("--resume", nargs="?", const="auto",
-                        help="continue from a checkpoint (no value: OUT_DIR/checkpoints/last.pt)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="dotted overrides, e.g. sampling.hybrid=false optim.warmup_steps=100")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        help="continue from a checkpoint (no value: OUT_DIR/checkpoints/last.pt)",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted overrides, e.g. sampling.hybrid=false optim.warmup_steps=100",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -517,10 +592,20 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     config = load_train_config(args.config) if args.config else TrainConfig()
     changes: dict[str, Any] = {}
     simple = {
-        "model": "model", "init_checkpoint": "init_checkpoint", "vocabulary": "vocabulary", "out_dir": "out_dir",
-        "steps": "steps", "batch_size": "batch_size", "seed": "seed", "device": "device", "threads": "threads",
-        "lr": "optim.lr", "image_encoder_lr": "optim.image_encoder_lr",
-        "videos": "data.videos", "volumes": "data.volumes", "images": "data.images",
+        "model": "model",
+        "init_checkpoint": "init_checkpoint",
+        "vocabulary": "vocabulary",
+        "out_dir": "out_dir",
+        "steps": "steps",
+        "batch_size": "batch_size",
+        "seed": "seed",
+        "device": "device",
+        "threads": "threads",
+        "lr": "optim.lr",
+        "image_encoder_lr": "optim.image_encoder_lr",
+        "videos": "data.videos",
+        "volumes": "data.volumes",
+        "images": "data.images",
     }
     for attribute, key in simple.items():
         value = getattr(args, attribute, None)
