@@ -493,6 +493,7 @@ def test_two_gloo_processes_match_one_process(tiny_data, tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.demo_model
 def test_shipped_demo_model_reproduces_its_recorded_evaluation(tmp_path):
     """The shipped weights load (float16 storage into the float32 model) and give, on a fresh
     held-out synthetic set, the numbers recorded in bundle/models/metrics.json when they were shipped."""
