@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import socket
 from collections import Counter
@@ -372,9 +373,10 @@ def test_resumed_run_continues_bit_exactly(tiny_data, tmp_path):
     straight.train()
 
     interrupted = Trainer(tiny_config(tiny_data, tmp_path / "resumed"), vocabulary=bank, progress=False)
-    interrupted.train_step()
-    interrupted.train_step()
+    for _ in range(2):
+        interrupted.log_steps([interrupted.train_step()])
     checkpoint = interrupted.save_checkpoint()
+    interrupted.log_steps([interrupted.train_step()])  # logged, then lost in a crash before any checkpoint
     del interrupted
     torch.manual_seed(1234)  # a fresh process would start from another generator state
     resumed = Trainer(tiny_config(tiny_data, tmp_path / "resumed"), vocabulary=bank, progress=False)
@@ -390,6 +392,10 @@ def test_resumed_run_continues_bit_exactly(tiny_data, tmp_path):
     log = (tmp_path / "resumed" / "train.log").read_text()
     assert "resumed from" in log and "at step 2" in log and "finished 4 steps" in log
     assert list((tmp_path / "resumed" / "tensorboard").glob("events.out.tfevents.*"))
+    logged_steps = [
+        json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert logged_steps == [1, 2, 3, 4]  # step 3 of the interrupted run was dropped and redone
     assert not list((tmp_path / "resumed" / "checkpoints").glob("*.tmp"))
 
     import sam2s
@@ -497,8 +503,6 @@ def test_two_gloo_processes_match_one_process(tiny_data, tmp_path):
 def test_shipped_demo_model_reproduces_its_recorded_evaluation(tmp_path):
     """The shipped weights load (float16 storage into the float32 model) and give, on a fresh
     held-out synthetic set, the numbers recorded in bundle/models/metrics.json when they were shipped."""
-    import json
-
     import sam2s
     from sam2s.checkpoint import demo_checkpoint_path
 

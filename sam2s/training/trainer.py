@@ -397,7 +397,7 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{result.losses['total']:.3f}", lr=f"{result.lr:.2e}")
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                self._log_window(window)
+                self.log_steps(window)
                 window = []
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 self.save_checkpoint()
@@ -448,7 +448,8 @@ class Trainer:
         else:
             logger.info("tensorboard is not installed: no TensorBoard events (pip install tensorboard)")
 
-    def _log_window(self, window: list[StepResult]) -> None:
+    def log_steps(self, window: list[StepResult]) -> None:
+        """Log the mean of ``window``'s steps: a train.log line, a metrics.jsonl line, TensorBoard points."""
         if not window or not self.context.is_main:
             return
         last = window[-1]
@@ -534,6 +535,16 @@ class Trainer:
             logger.info(
                 "resumed from %s at step %d (%d samples seen)", path, self.step, state["samples_seen"]
             )
+            self._drop_metrics_after(self.step)
+
+    def _drop_metrics_after(self, step: int) -> None:
+        """Forget ``metrics.jsonl`` lines of steps an interrupted run made after its last checkpoint."""
+        path = self.out_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        text = "".join(line + "\n" for line in lines if json.loads(line)["step"] <= step)
+        write_atomically(path, lambda handle: handle.write(text.encode()))
 
     def export_model(self, path: str | Path) -> Path:
         """Write the weights for inference (``{"model", "config", "vocabulary", "training"}``)."""
