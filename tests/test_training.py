@@ -398,6 +398,12 @@ def test_resumed_run_continues_bit_exactly(tiny_data, tmp_path):
     assert logged_steps == [1, 2, 3, 4]  # step 3 of the interrupted run was dropped and redone
     assert not list((tmp_path / "resumed" / "checkpoints").glob("*.tmp"))
 
+    longer = Trainer(tiny_config(tiny_data, tmp_path / "longer", steps=6), vocabulary=bank, progress=False)
+    longer.load_checkpoint(checkpoint)  # resumed with another --steps: the cosine ends at step 6
+    schedule = longer.scheduler.lr_lambdas[0]
+    assert schedule.total_steps == 6
+    assert longer.scheduler.get_last_lr()[0] == pytest.approx(1e-3 * schedule(2))
+
     import sam2s
 
     exported = sam2s.build_model(

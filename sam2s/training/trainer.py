@@ -529,6 +529,18 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        schedule = self.scheduler.lr_lambdas[0]
+        if isinstance(schedule, WarmupCosine) and schedule.total_steps != self.config.steps:
+            # a run resumed with another --steps: the cosine now ends at the new last step
+            if self.context.is_main:
+                logger.info(
+                    "schedule length changed from %d to %d steps", schedule.total_steps, self.config.steps
+                )
+            schedule.total_steps = self.config.steps
+            self.scheduler.base_lrs = [group["initial_lr"] for group in self.optimizer.param_groups]
+            for group, lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+                group["lr"] = lr * schedule(self.scheduler.last_epoch)
+            self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         self.step = int(state["step"])
         _set_rng_state(state["rng"], self.device)
         if self.context.is_main:
