@@ -310,14 +310,15 @@ def _timed(step, device: torch.device):
 class _ProjectSide:
     """The project's predictor on the clip: opens it, clicks, then yields ``(frame, logits)``."""
 
-    def __init__(self, model, clip: BenchmarkClip, precision: str, report: SideReport) -> None:
+    def __init__(
+        self, model, clip: BenchmarkClip, precision: str, report: SideReport, compile_mode: str | None = None
+    ) -> None:
         from sam2s.data.sources import ArraySource
         from sam2s.predictor.video import VideoPredictor
 
         self.device = model.device
-        predictor = VideoPredictor(
-            model, cpu_autocast=precision == "bfloat16", autocast=precision == "bfloat16"
-        )
+        bfloat16 = precision == "bfloat16"
+        predictor = VideoPredictor(model, cpu_autocast=bfloat16, autocast=bfloat16, compile=compile_mode)
 
         def open_and_click():
             session = predictor.start(ArraySource(clip.frames))
@@ -439,6 +440,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the project's CPU kernels (default: onednn unless SAM2S_CPU_KERNELS says otherwise)",
     )
+    parser.add_argument(
+        "--compile",
+        default=None,
+        choices=("default", "reduce-overhead", "max-autotune"),
+        help="compile the project's image encoder with torch.compile in this mode (opt-in)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="weights and clip (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
 
@@ -508,7 +515,7 @@ def run(args: argparse.Namespace) -> int:
             clip = BenchmarkClip(_write_jpeg_folder(clip.frames, Path(folder)), clip.clicks)
             reports.append(SideReport("official", full_bank_from=num_maskmem))
             official = _OfficialSide(model, clip, Path(folder), reports[1])
-        project = _ProjectSide(model, clip, args.precision, reports[0])
+        project = _ProjectSide(model, clip, args.precision, reports[0], args.compile)
         sides = [project] + ([official] if args.compare_official else [])
         try:
             for outputs in _alternate(sides, reports, args.frames):
@@ -533,6 +540,7 @@ def run(args: argparse.Namespace) -> int:
         "frame_size": [height, width],
         "device": str(device),
         "precision": args.precision,
+        "compile": args.compile,
         "cpu_kernels": kernels.get_cpu_kernels(),
         "threads": torch.get_num_threads(),
         "cpu": _cpu_model_name(),

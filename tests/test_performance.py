@@ -308,17 +308,40 @@ def test_benchmark_rejects_bad_options():
 
 # ---------------------------------------------------------------------------------------- GPU
 @pytest.mark.gpu
-def test_gpu_propagation_reads_nothing_back_and_matches_the_cpu(monkeypatch):
+def test_gpu_propagation_never_waits_for_the_device_and_matches_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 convolutions, as on the CPU
     cpu_model = benchmark_model("sam2.1_hiera_mini", seed=7)
     frames = _tiny_clip(10)
     expected = [r.logits for r in _session(cpu_model, frames).propagate("forward")]
     model = benchmark_model("sam2.1_hiera_mini", seed=7, device="cuda")
-    session = _session(model, frames, autocast=False)
-    assert session.predictor.prefetch == 2  # frames read ahead into pinned memory
-    results = _propagate_without_host_reads(session, monkeypatch)
+    # CUDA's own check: any synchronising call inside a tracked frame raises
+    session = _session(model, frames, autocast=False, prefetch=0)
+    frames_iter = session.propagate("forward")
+    results = [next(frames_iter)]
+    for _ in range(len(frames) - 1):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            result = next(frames_iter)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        results.append(result)
     for result, reference in zip(results, expected):
         assert result.logits.is_cuda
         assert (result.logits.float().cpu() - reference).abs().max() <= 1e-3
+    # reading ahead into pinned memory (the default on CUDA) changes nothing
+    ahead = _session(model, frames, autocast=False)
+    assert ahead.predictor.prefetch == 2
+    for result, other in zip(results, ahead.propagate("forward")):
+        assert torch.equal(result.logits, other.logits)
+
+
+@pytest.mark.gpu
+def test_gpu_bfloat16_autocast_stays_close_and_reads_nothing_back(monkeypatch):
+    model = benchmark_model("sam2.1_hiera_mini", seed=8, device="cuda")
+    frames = _tiny_clip(10)
+    reference = [r.logits for r in _session(model, frames, autocast=False).propagate("forward")]
+    results = _propagate_without_host_reads(_session(model, frames), monkeypatch)  # autocast on by default
+    assert max(float((r.logits.float() - e).abs().max()) for r, e in zip(results[1:], reference[1:])) < 0.5
 
 
 @pytest.mark.gpu
@@ -332,3 +355,15 @@ def test_gpu_benchmark_reports_fps_and_gpu_memory(tmp_path):
     )
     results = json.loads(out.read_text())
     assert results["project"]["fps"] > 0 and results["peak_gpu_mib"] > 0
+
+
+@pytest.mark.gpu
+def test_gpu_cuda_graph_image_encoder_gives_the_eager_numbers():
+    model = benchmark_model("sam2.1_hiera_mini", seed=9, device="cuda")
+    frames = _tiny_clip(10)
+    eager = [r.logits for r in _session(model, frames, autocast=False).propagate("forward")]
+    graphed = [
+        r.logits
+        for r in _session(model, frames, autocast=False, compile="reduce-overhead").propagate("forward")
+    ]
+    assert max(float((a - b).abs().max()) for a, b in zip(eager, graphed)) <= 1e-3

@@ -11,7 +11,7 @@ from torch import nn
 
 from sam2s.modeling.kernels import Linear, linear
 
-__all__ = ["MLP", "LayerNorm2d", "DropPath", "activation_layer"]
+__all__ = ["MLP", "DropPath", "LayerNorm2d", "activation_layer"]
 
 
 def activation_layer(name: str) -> type[nn.Module]:

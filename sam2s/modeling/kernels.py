@@ -117,6 +117,8 @@ def fast_kernels(enabled: bool = True):
 def use_fast_path(x: torch.Tensor) -> bool:
     """Whether ``x`` goes through the oneDNN kernels: inside :func:`fast_kernels`, back end
     ``"onednn"``, a float32 CPU tensor, autograd and CPU autocast off."""
+    if torch.compiler.is_compiling():  # torch.compile brings its own CPU kernels
+        return False
     return (
         _fast_block.get()
         and _kernels == "onednn"

@@ -144,7 +144,9 @@ class PromptEncoder(nn.Module):
                 raise ValueError(
                     f"point labels must be (B, N) = {tuple(coords.shape[:2])}, got {tuple(labels.shape)}"
                 )
-            if labels.numel() and bool(
+            # Checked on CPU only: reading values back from a GPU would stall its queue on every
+            # tracked frame (the predictors check user labels before they reach the device).
+            if labels.numel() and labels.device.type == "cpu" and bool(
                 ((labels < POINT_LABEL_PAD) | (labels > POINT_LABEL_BOX_BOTTOM_RIGHT)).any()
             ):
                 raise ValueError(

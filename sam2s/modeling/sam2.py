@@ -347,7 +347,8 @@ class SAM2Model(nn.Module):
         distances, pointers = zip(*memory.pointers)
         ptrs = torch.stack(pointers, 0)  # (P, B, C)
         scale = max(memory.pointer_time_span, 1)
-        times = torch.tensor(distances, dtype=torch.float32, device=device) / scale
+        # built on the host and copied without waiting, so a GPU's queue is not drained per frame
+        times = torch.tensor(distances, dtype=torch.float32).to(device, non_blocking=True) / scale
         pos = self.obj_ptr_tpos_proj(sine_time_encoding(times, self.hidden_dim))  # (P, mem_dim)
         pos = pos.unsqueeze(1).expand(-1, batch, self.mem_dim)
         split = self.hidden_dim // self.mem_dim

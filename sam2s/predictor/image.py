@@ -12,7 +12,7 @@ from sam2s.modeling.kernels import fast_kernels
 from sam2s.modeling.sam2 import FrameFeatures, PointPrompt, SAM2Model
 from sam2s.transforms.model_input import ToModelInput, check_rgb_frame
 
-__all__ = ["ImagePredictor", "ImagePrediction"]
+__all__ = ["ImagePrediction", "ImagePredictor"]
 
 
 @dataclass
@@ -86,8 +86,11 @@ class ImagePredictor:
         scale = torch.tensor([self.model.image_size / width, self.model.image_size / height], device=device)
         prompt = None
         if points is not None:
+            label_values = np.asarray(labels, dtype=np.int32)
+            if not np.isin(label_values, (0, 1)).all():
+                raise ValueError(f"point labels must be 1 (positive) or 0 (negative), got {sorted(set(label_values.flat))}")
             coords = torch.as_tensor(np.asarray(points, dtype=np.float32), device=device).reshape(1, -1, 2)
-            point_labels = torch.as_tensor(np.asarray(labels, dtype=np.int32), device=device).reshape(1, -1)
+            point_labels = torch.as_tensor(label_values, device=device).reshape(1, -1)
             if coords.shape[1] != point_labels.shape[1]:
                 raise ValueError(f"{coords.shape[1]} points but {point_labels.shape[1]} labels")
             prompt = PointPrompt(coords * scale, point_labels)

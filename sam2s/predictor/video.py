@@ -112,6 +112,10 @@ class VideoPredictor:
         prefetch: frames read and resized ahead on a worker thread during propagation; 0 reads
             each frame when it is tracked. ``None`` (default): 2 on CUDA, where the host is
             otherwise idle while the GPU works, and 0 on CPU, where compute already fills the cores.
+        compile: compile the image encoder with ``torch.compile`` in this mode (``"default"``,
+            ``"reduce-overhead"``: CUDA graphs on a GPU, ``"max-autotune"``); ``None`` (default)
+            runs it eagerly. Frames of one model share one input size, so it compiles once, on
+            the first frame (slow); results move by float32 rounding only.
     """
 
     def __init__(
@@ -122,6 +126,7 @@ class VideoPredictor:
         policy_factory=None,
         prefetch: int | None = None,
         cpu_autocast: bool = False,
+        compile: str | None = None,
     ) -> None:
         if prefetch is not None and prefetch < 0:
             raise ValueError(f"prefetch must be >= 0 frames, got {prefetch}")
@@ -129,6 +134,11 @@ class VideoPredictor:
         self.cache_frames = cache_frames
         self.autocast = autocast
         self.cpu_autocast = cpu_autocast
+        self.compile = compile
+        # the model's own method, or its compiled form (same arguments and FrameFeatures result)
+        self.encode_image = (
+            model.encode_image if compile is None else torch.compile(model.encode_image, mode=compile, dynamic=False)
+        )
         self.policy_factory = policy_factory or (lambda: build_memory_policy(model.config))
         self._prefetch = prefetch
 
@@ -535,7 +545,7 @@ class Session:
         image = self._prefetcher.take(frame_index) if self._prefetcher is not None else None
         if image is None:
             image = self._model_input(frame_index)
-        features = self.model.encode_image(image.to(self.device, non_blocking=True)[None])
+        features = self.predictor.encode_image(image.to(self.device, non_blocking=True)[None])
         self._features = (frame_index, features)
         return features
 
