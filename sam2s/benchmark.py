@@ -213,6 +213,7 @@ def official_overrides(config: ModelConfig) -> list[str]:
         f"{model}.sigmoid_scale_for_mem_enc={tracker.sigmoid_scale_for_mem_enc}",
         f"{model}.sigmoid_bias_for_mem_enc={tracker.sigmoid_bias_for_mem_enc}",
         f"{model}.binarize_mask_from_pts_for_mem_enc={str(tracker.binarize_mask_from_pts_for_mem_enc).lower()}",
+        f"{model}.multimask_output_for_tracking={str(tracker.multimask_output_for_tracking).lower()}",
         f"{model}.multimask_min_pt_num={tracker.multimask_min_pt_num}",
         f"{model}.multimask_max_pt_num={tracker.multimask_max_pt_num}",
         "++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability="

@@ -18,14 +18,14 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 __all__ = [
     "CONFIG_DIR",
-    "TrunkConfig",
-    "NeckConfig",
+    "DiveMemConfig",
     "MemoryAttentionConfig",
     "MemoryEncoderConfig",
-    "TrackerConfig",
-    "DiveMemConfig",
-    "SemanticConfig",
     "ModelConfig",
+    "NeckConfig",
+    "SemanticConfig",
+    "TrackerConfig",
+    "TrunkConfig",
     "available_configs",
     "load_config",
 ]
@@ -80,6 +80,13 @@ class TrackerConfig:
         binarize_mask_from_pts_for_mem_enc: encode prompted frames' masks as hard 0/1 masks.
         max_cond_frames_in_attn: cap on conditioning frames in attention (-1 = all).
         memory_temporal_stride: stride between the recent frames used as memory.
+        multimask_output_for_tracking: decode three candidates on frames tracked from memory
+            alone (SAM 2.1 does). A model trained from scratch on few objects per scene learns to
+            ignore memory under it: the best-of-three loss is met by three fixed guesses.
+        multimask_min_pt_num, multimask_max_pt_num: point counts (inclusive) that get three
+            candidates.
+        dynamic_multimask_via_stability: with a single-mask output, fall back to the best of
+            the three candidates when the single mask is unstable (inference only).
     """
 
     num_maskmem: int = 7
@@ -89,12 +96,22 @@ class TrackerConfig:
     binarize_mask_from_pts_for_mem_enc: bool = True
     max_cond_frames_in_attn: int = -1
     memory_temporal_stride: int = 1
+    multimask_output_for_tracking: bool = True
     multimask_min_pt_num: int = 0
     multimask_max_pt_num: int = 1
     dynamic_multimask_via_stability: bool = True
     dynamic_multimask_stability_delta: float = 0.05
     dynamic_multimask_stability_thresh: float = 0.98
     fill_hole_area: int = 8
+
+    def use_multimask(self, num_points: int, tracking: bool) -> bool:
+        """Whether a decoding with ``num_points`` clicks predicts three candidates.
+
+        ``tracking`` is a frame decoded from memory with no prompt of its own.
+        """
+        if tracking and not self.multimask_output_for_tracking:
+            return False
+        return self.multimask_min_pt_num <= num_points <= self.multimask_max_pt_num
 
 
 @dataclass

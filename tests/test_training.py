@@ -317,6 +317,34 @@ def test_gradients_reach_divemem_embeddings_and_the_semantic_head():
     assert model.memory_encoder.out_proj.weight.grad.abs().sum() > 0  # memories carry gradients
 
 
+@pytest.mark.parametrize("for_tracking", [True, False])
+def test_training_and_inference_decode_tracked_frames_alike(for_tracking, monkeypatch):
+    """``tracker.multimask_output_for_tracking`` decides the candidates of frames tracked from
+    memory in the training forward and in the predictor alike; prompted frames keep SAM 2's rule."""
+    import sam2s
+    from sam2s.modeling.sam2 import SAM2Model
+
+    calls: list[tuple[int, bool]] = []
+    decode = SAM2Model.decode
+
+    def spy(self, conditioned, features, points, mask_logits, multimask):
+        calls.append((0 if points is None else points.num_points, multimask))
+        return decode(self, conditioned, features, points, mask_logits, multimask)
+
+    monkeypatch.setattr(SAM2Model, "decode", spy)
+    overrides = {**TINY_OVERRIDES, "tracker.multimask_output_for_tracking": for_tracking}
+    model = sam2s.build_model("sam2s_mini", **overrides).train()
+    module = ClipTrainingModule(model, PromptSimulationConfig(correction_clicks=0))
+    module([_clip(_seed_with(PromptKind.CLICKS, 4), num_frames=4)])
+    assert calls[0] == (1, True) and calls[1:] == [(0, for_tracking)] * 3
+
+    calls.clear()
+    session = sam2s.VideoPredictor(model.eval()).start(np.zeros((4, 64, 64, 3), dtype=np.uint8))
+    session.add_prompt(frame_index=0, obj_id=1, points=[[30, 30]], labels=[1])
+    list(session.propagate())
+    assert calls[0] == (1, True) and set(calls[1:]) == {(0, for_tracking)}
+
+
 def test_clip_losses_do_not_depend_on_the_global_generator():
     module = _module()
     clip = _clip(_seed_with(PromptKind.BOX, 4), num_frames=4)

@@ -474,8 +474,7 @@ class Session:
             selection = None if is_initial else obj.policy.select(obj.memory, frame_index, reverse, self.num_frames)
             conditioned = self._attention_cache.condition(model, features, selection)
             num_points = 0 if points is None else points.num_points
-            tracker = model.config.tracker
-            multimask = tracker.multimask_min_pt_num <= num_points <= tracker.multimask_max_pt_num
+            multimask = model.config.tracker.use_multimask(num_points, tracking=points is None)
             decoded = model.decode(conditioned, features, points, previous_logits, multimask)
         class_embedding = None
         if getattr(model, "semantic_head", None) is not None:

@@ -274,9 +274,8 @@ class ClipTrainingModule(nn.Module):
         return MemoryInputs(frames=frames, pointers=pointers, pointer_time_span=span - 1)
 
     def _multimask(self, points: PointPrompt | None) -> bool:
-        tracker = self.model.config.tracker
         num_points = 0 if points is None else points.num_points
-        return tracker.multimask_min_pt_num <= num_points <= tracker.multimask_max_pt_num
+        return self.model.config.tracker.use_multimask(num_points, tracking=points is None)
 
     def _class_targets(self, clip: TrainingClip, device: torch.device) -> torch.Tensor | None:
         if not self.use_tsl:
