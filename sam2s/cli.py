@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("sam2s.convert", "turn a SAM 2.1 checkpoint into a SAM2S checkpoint"),
     "build-vocabulary": ("sam2s.semantics.text_encoders", "(re)build the class-embedding bank from a vocabulary"),
     "train": ("sam2s.training.trainer", "train SAM2S (one process, or several under torchrun)"),
+    "benchmark": ("sam2s.benchmark", "per-frame speed and memory, side by side with the official SAM 2"),
 }
 
 

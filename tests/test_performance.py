@@ -284,9 +284,10 @@ def test_benchmark_compares_with_the_official_predictor(tmp_path, capsys):
 
 
 def test_benchmark_alone_never_imports_the_official_package(tmp_path):
+    # Through the ``sam2s`` command line, as users run it.
     script = (
-        "import sys; from sam2s.benchmark import main; "
-        f"main(['--model', 'sam2.1_hiera_mini', '--frames', '8', '--frame-size', '32x32', '--json', r'{tmp_path / 'b.json'}']); "
+        "import sys; from sam2s.cli import main; "
+        f"assert main(['benchmark', '--model', 'sam2.1_hiera_mini', '--frames', '8', '--frame-size', '32x32', '--json', r'{tmp_path / 'b.json'}']) == 0; "
         "assert not any(m == 'sam2' or m.startswith('sam2.') for m in sys.modules), 'sam2 was imported'"
     )
     done = subprocess.run(
