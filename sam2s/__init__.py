@@ -17,13 +17,13 @@ from sam2s.predictor.video import Session, VideoPredictor
 __version__ = "0.1.0"
 
 __all__ = [
-    "build_model",
-    "ModelConfig",
-    "available_configs",
-    "load_config",
-    "ImagePredictor",
-    "VideoPredictor",
-    "Session",
     "FrameResult",
+    "ImagePredictor",
+    "ModelConfig",
+    "Session",
+    "VideoPredictor",
     "__version__",
+    "available_configs",
+    "build_model",
+    "load_config",
 ]

@@ -209,7 +209,7 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, **extras: Any) -> 
     Returns:
         The path written.
     """
-    from sam2s.semantics.vocabulary_bank import write_atomically
+    from sam2s.writers.base import write_atomically
 
     path = Path(path)
     payload: dict[str, Any] = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}

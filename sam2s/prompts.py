@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PromptsFileError", "FramePrompt", "ObjectPrompts", "PromptsFile", "load_prompts", "parse_prompts"]
+__all__ = ["FramePrompt", "ObjectPrompts", "PromptsFile", "PromptsFileError", "load_prompts", "parse_prompts"]
 
 
 class PromptsFileError(ValueError):

@@ -22,7 +22,7 @@ import torch
 
 from sam2s.modeling.sam2 import MemoryInputs
 
-__all__ = ["FrameMemory", "RecentFrameCache", "TrackedFrames", "ObjectMemory", "MemoryPolicy"]
+__all__ = ["FrameMemory", "MemoryPolicy", "ObjectMemory", "RecentFrameCache", "TrackedFrames"]
 
 
 @dataclass

@@ -34,11 +34,11 @@ from sam2s.modeling.two_way_transformer import TwoWayTransformer
 
 __all__ = [
     "NO_OBJECT_LOGIT",
+    "FrameDecoding",
     "FrameFeatures",
-    "PointPrompt",
     "MemoryFrame",
     "MemoryInputs",
-    "FrameDecoding",
+    "PointPrompt",
     "SAM2Model",
     "sine_time_encoding",
 ]
@@ -84,7 +84,7 @@ class FrameFeatures:
         """The same features viewed for ``batch_size`` objects (no copy)."""
         if self.vision.shape[0] == batch_size:
             return self
-        grow = lambda t: t.expand(batch_size, *t.shape[1:])  # noqa: E731
+        grow = lambda t: t.expand(batch_size, *t.shape[1:])
         return FrameFeatures(grow(self.vision), grow(self.vision_pos), [grow(t) for t in self.high_res])
 
     def pooled(self) -> torch.Tensor:

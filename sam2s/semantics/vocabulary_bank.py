@@ -9,7 +9,6 @@ loads with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["VocabularyBank", "write_atomically"]
+from sam2s.writers.base import write_atomically
+
+__all__ = ["VocabularyBank"]
 
 _FORMAT_VERSION = 1
 
@@ -162,19 +163,6 @@ class VocabularyBank:
             encoder_name=encoder_name or file_encoder,
             prompt_template=template,
         )
-
-
-def write_atomically(path: Path, write) -> None:
-    """Call ``write(binary_handle)`` on a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _as_list(value) -> list:

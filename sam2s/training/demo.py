@@ -35,7 +35,7 @@ from sam2s.data.synthetic import (
     davis_palette,
     write_synthetic_dataset,
 )
-from sam2s.semantics.vocabulary_bank import write_atomically
+from sam2s.writers.base import write_atomically
 
 __all__ = [
     "DemoData",

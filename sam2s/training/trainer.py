@@ -49,7 +49,7 @@ from tqdm import tqdm
 
 from sam2s.checkpoint import build_model, save_checkpoint
 from sam2s.data.datasets import ImageDataset, VideoDataset, VolumeDataset
-from sam2s.semantics.vocabulary_bank import VocabularyBank, write_atomically
+from sam2s.semantics.vocabulary_bank import VocabularyBank
 from sam2s.training.clips import ClipLoader
 from sam2s.training.config import TrainConfig, load_train_config
 from sam2s.training.distributed import DistributedContext, init_distributed
@@ -61,6 +61,7 @@ from sam2s.training.sampling import (
     index_volumes,
 )
 from sam2s.training.tracking import LOSS_TERMS, ClipTrainingModule
+from sam2s.writers.base import write_atomically
 
 SummaryWriter, _HAS_TENSORBOARD = optional_import("torch.utils.tensorboard", name="SummaryWriter")
 

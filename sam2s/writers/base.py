@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from typing_extensions import Self
@@ -25,10 +26,11 @@ __all__ = [
     "CompositeMaskWriter",
     "MaskWriter",
     "atomic_output",
-    "save_atomically",
     "check_masks",
     "davis_palette",
     "label_map",
+    "save_atomically",
+    "write_atomically",
 ]
 
 
@@ -55,6 +57,13 @@ def save_atomically(path: str | Path, save: Callable[[Path], object]) -> Path:
     """Call ``save(temporary_path)`` and rename the result to ``path`` (see :func:`atomic_output`)."""
     with atomic_output(path) as temporary:
         save(temporary)
+    return Path(path)
+
+
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(binary_handle)`` on a temporary file beside ``path``, then rename it into place."""
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        write(handle)
     return Path(path)
 
 
