@@ -56,12 +56,21 @@ class NeckConfig:
 
 @dataclass
 class MemoryAttentionConfig:
+    """Memory attention (SAM 2.1 defaults).
+
+    Attributes:
+        same_position_init: initial value of every cross-attention query and key bias (0: the
+            default initialisation, as SAM 2). Only matters for training from scratch, see
+            :meth:`sam2s.modeling.memory_attention.MemoryAttention.prefer_same_position`.
+    """
+
     num_layers: int = 4
     dim_feedforward: int = 2048
     feat_sizes: list[int] = field(default_factory=lambda: [64, 64])
     num_heads: int = 1
     dropout: float = 0.1
     rope_theta: float = 10000.0
+    same_position_init: float = 0.0
 
 
 @dataclass

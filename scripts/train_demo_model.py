@@ -42,6 +42,7 @@ from sam2s.training.demo import (
 
 BUNDLE_MODELS = REPO / "bundle" / "models"
 CONFIG_YAML = REPO / "sam2s" / "configs" / "sam2s_demo.yaml"
+TRAIN_COMMAND_FILE = "train_command.txt"
 
 
 def demo_train_config(args: argparse.Namespace):
@@ -93,6 +94,11 @@ def command_train(args: argparse.Namespace) -> None:
 
     config = demo_train_config(args)
     context = init_distributed(config.device)
+    if context.is_main:  # the evaluation records how its weights were made
+        launcher = "torchrun --nproc_per_node {} ".format(context.world_size) if context.is_distributed else "python "
+        command = launcher + " ".join(["scripts/train_demo_model.py", *sys.argv[1:]])
+        args.run_dir.mkdir(parents=True, exist_ok=True)
+        (args.run_dir / TRAIN_COMMAND_FILE).write_text(command + "\n")
     try:
         Trainer(config, context, progress=not args.no_progress).train(resume="auto")
     finally:
@@ -127,10 +133,10 @@ def command_evaluate(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         metrics["ci_check"] = small_check(sam2s.build_model("sam2s_demo", checkpoint=weights), scratch)
     metrics["evaluation_seconds"] = round(time.perf_counter() - start, 1)
+    recorded = args.run_dir / TRAIN_COMMAND_FILE
     metrics["commands"] = {
         "data": "python scripts/train_demo_model.py data",
-        "train": "torchrun --nproc_per_node 2 scripts/train_demo_model.py train --threads 1 --batch-size 2 "
-        f"--steps {args.steps} --lr {args.lr}",
+        "train": recorded.read_text().strip() if recorded.is_file() else None,
         "evaluate": "python scripts/train_demo_model.py evaluate",
     }
     print(json.dumps(metrics, indent=2))
@@ -143,7 +149,12 @@ def command_evaluate(args: argparse.Namespace) -> dict:
 def command_package(args: argparse.Namespace) -> None:
     BUNDLE_MODELS.mkdir(parents=True, exist_ok=True)
     target = package_demo_model(args.run_dir / "model_final.pt", BUNDLE_MODELS / "model.pt", CONFIG_YAML)
-    for name, new_name in (("train.log", "training_log.txt"), ("metrics.jsonl", "training_metrics.jsonl")):
+    copies = (
+        ("train.log", "training_log.txt"),
+        ("metrics.jsonl", "training_metrics.jsonl"),
+        (TRAIN_COMMAND_FILE, TRAIN_COMMAND_FILE),
+    )
+    for name, new_name in copies:
         if (args.run_dir / name).is_file():
             shutil.copyfile(args.run_dir / name, BUNDLE_MODELS / new_name)
     print(f"packaged {target} ({target.stat().st_size / 2**20:.1f} MiB)")

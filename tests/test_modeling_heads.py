@@ -492,3 +492,46 @@ def test_rope_attention_matches_official_with_grad_and_errors():
     plain = RoPEAttention(64, 2, feat_sizes=(4, 4))
     with pytest.raises(ValueError, match="rope_k_repeat"):
         plain(q, k, k, num_k_exclude_rope=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# same-position start of the memory cross-attention (training from scratch)
+
+
+def _response_to_one_memory_token(attention: MemoryAttention, grid: int, marked: int) -> torch.Tensor:
+    """How much each frame token's output moves when one memory token (at ``marked``) changes."""
+    torch.manual_seed(0)
+    tokens = grid * grid
+    curr = torch.randn(tokens, 1, attention.d_model)
+    memory = torch.randn(tokens, 1, 64)
+    changed = memory.clone()
+    changed[marked] += 0.05 * torch.randn(64)  # small: it moves the values, hardly the weights
+    zeros = torch.zeros_like(memory)  # no position encodings: only the rotary one remains
+    with torch.no_grad():
+        before = attention(curr, memory, torch.zeros_like(curr), zeros)
+        after = attention(curr, changed, torch.zeros_like(curr), zeros)
+    return (after - before).norm(dim=-1)[:, 0]
+
+
+def test_same_position_init_makes_each_frame_token_read_its_own_place_in_memory():
+    grid, marked = 8, 27
+    kwargs = dict(d_model=128, num_layers=1, dim_feedforward=256, dropout=0.0, feat_sizes=(grid, grid))
+    torch.manual_seed(1)
+    default = MemoryAttention(**kwargs).eval()
+    torch.manual_seed(1)
+    local = MemoryAttention(**kwargs).eval()
+    local.prefer_same_position(3.0)
+
+    spread = _response_to_one_memory_token(default, grid, marked)
+    focused = _response_to_one_memory_token(local, grid, marked)
+    assert int(focused.argmax()) == marked
+    # Random init attends almost uniformly: the change reaches every token about equally.
+    assert spread.max() < 3 * spread.median()
+    assert focused[marked] > 10 * focused.median()
+
+    import sam2s
+
+    model = sam2s.build_model("sam2s_demo")
+    bias = model.memory_attention.layers[0].cross_attn_image.q_proj.bias
+    assert torch.all(bias == model.config.memory_attention.same_position_init)
+    assert sam2s.build_model("sam2.1_hiera_mini").config.memory_attention.same_position_init == 0.0

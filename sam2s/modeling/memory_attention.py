@@ -333,6 +333,21 @@ class MemoryAttention(nn.Module):
         )
         self.norm = nn.LayerNorm(d_model)
 
+    def prefer_same_position(self, bias: float) -> None:
+        """Start every cross-attention with a preference for the same place in each memory.
+
+        Query and key biases set to one constant ``b`` add ``sum_j 2 b^2 cos(theta_j * d)`` to the
+        score of a memory token at offset ``d`` from the query (rotary encoding, frequencies
+        ``theta_j``), which peaks at ``d = 0``. Randomly initialised attention is nearly uniform,
+        so a memory's mask reaches each frame token only as an average over the whole frame; a
+        model trained from scratch then settles on ignoring its memory. Starting local lets it
+        carry a mask forward in place first and learn to follow motion from there.
+        """
+        with torch.no_grad():
+            for layer in self.layers:
+                layer.cross_attn_image.q_proj.bias.fill_(bias)
+                layer.cross_attn_image.k_proj.bias.fill_(bias)
+
     def first_self_attention(self, curr: torch.Tensor, curr_pos: torch.Tensor | None) -> torch.Tensor:
         """The first layer's self-attention step on a frame, which does not depend on the memory.
 

@@ -208,6 +208,8 @@ class SAM2Model(nn.Module):
             feat_sizes=tuple(attn.feat_sizes),
             kv_in_dim=self.mem_dim,
         )
+        if attn.same_position_init:
+            self.memory_attention.prefer_same_position(attn.same_position_init)
         self.memory_encoder = MemoryEncoder(out_dim=self.mem_dim, in_dim=self.hidden_dim)
 
         self.maskmem_tpos_enc = nn.Parameter(torch.zeros(self.num_maskmem, 1, 1, self.mem_dim))
