@@ -19,6 +19,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 __all__ = [
     "CONFIG_DIR",
     "DiveMemConfig",
+    "MaskDecoderConfig",
     "MemoryAttentionConfig",
     "MemoryEncoderConfig",
     "ModelConfig",
@@ -71,6 +72,19 @@ class MemoryAttentionConfig:
     dropout: float = 0.1
     rope_theta: float = 10000.0
     same_position_init: float = 0.0
+
+
+@dataclass
+class MaskDecoderConfig:
+    """Mask decoder (the architecture is SAM 2.1's; only its initialisation is configurable).
+
+    Attributes:
+        prompt_position_init: scale of the shared start of the decoder's prompt/image
+            attentions (0: the default initialisation, as SAM 2). Only matters for training from
+            scratch, see :meth:`sam2s.modeling.two_way_transformer.TwoWayTransformer.prefer_nearby_prompts`.
+    """
+
+    prompt_position_init: float = 0.0
 
 
 @dataclass
@@ -176,6 +190,7 @@ class ModelConfig:
     neck: NeckConfig = field(default_factory=NeckConfig)
     memory_attention: MemoryAttentionConfig = field(default_factory=MemoryAttentionConfig)
     memory_encoder: MemoryEncoderConfig = field(default_factory=MemoryEncoderConfig)
+    mask_decoder: MaskDecoderConfig = field(default_factory=MaskDecoderConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     divemem: DiveMemConfig = field(default_factory=DiveMemConfig)
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
@@ -232,6 +247,7 @@ _NESTED: dict[str, type] = {
     "NeckConfig": NeckConfig,
     "MemoryAttentionConfig": MemoryAttentionConfig,
     "MemoryEncoderConfig": MemoryEncoderConfig,
+    "MaskDecoderConfig": MaskDecoderConfig,
     "TrackerConfig": TrackerConfig,
     "DiveMemConfig": DiveMemConfig,
     "SemanticConfig": SemanticConfig,

@@ -7,7 +7,7 @@ synthetic test set (another seed) against the baseline that copies the first-fra
 Steps (``all`` runs them in order)::
 
     python scripts/train_demo_model.py data       # write the data under --data-dir
-    python scripts/train_demo_model.py train      # bootstrap + main phase into --run-dir (resumes)
+    python scripts/train_demo_model.py train      # bootstrap, prompts, main phases into --run-dir
     python scripts/train_demo_model.py package    # bundle/models/: model.pt (float16), config, training log
     python scripts/train_demo_model.py evaluate   # the shipped model.pt: J&F (1 and 3 clicks), baseline,
                                                   # volume Dice -> bundle/models/metrics.json
@@ -45,29 +45,43 @@ CONFIG_YAML = REPO / "sam2s" / "configs" / "sam2s_demo.yaml"
 TRAIN_COMMAND_FILE = "train_command.txt"
 
 
-def demo_train_config(args: argparse.Namespace, phase: str = "main"):
-    """The training config of one phase: ``"bootstrap"`` (tracking only) or ``"main"``.
+#: Training phases in order; each starts from the weights the one before it exported.
+PHASES = ("bootstrap", "prompts", "main")
 
-    Learned from scratch, memory-based tracking does not start while prompts are mostly clicks
-    and boxes (whose first masks are poor) and many samples are single images: the model settles
-    on empty masks for every tracked frame. The bootstrap phase therefore trains on consecutive
-    video and volume clips whose first frame is given as a mask, so every memory it reads is
-    right; the main phase then continues from its weights with the full SAM2S recipe.
+
+def phase_steps(args: argparse.Namespace, phase: str) -> int:
+    return {"bootstrap": args.bootstrap_steps, "prompts": args.prompt_steps, "main": args.steps}[phase]
+
+
+def phase_dir(args: argparse.Namespace, phase: str) -> Path:
+    return args.run_dir if phase == "main" else args.run_dir / phase
+
+
+def demo_train_config(args: argparse.Namespace, phase: str = "main"):
+    """The training config of one phase (see :data:`PHASES`).
+
+    Learned from scratch, memory-based tracking and click prompting each get stuck on empty
+    masks when trained together from the start. So:
+
+    * ``bootstrap``: consecutive video and volume clips whose first frame is given as a mask, so
+      every memory the model reads is right: it learns to track.
+    * ``prompts``: single frames with clicks and boxes: it learns to answer a prompt.
+    * ``main``: the full SAM2S recipe.
     """
     from sam2s.training import TrainConfig
 
     data = write_demo_data(args.data_dir)
-    bootstrap = phase == "bootstrap"
-    steps = args.bootstrap_steps if bootstrap else args.steps
+    steps = phase_steps(args, phase)
+    earlier = [p for p in PHASES[: PHASES.index(phase)] if phase_steps(args, p)]
     config = TrainConfig().to_dict()
     config.update(
         model="sam2s_demo",
         vocabulary="minilm",
-        out_dir=str(args.run_dir / "bootstrap" if bootstrap else args.run_dir),
-        init_checkpoint=None if bootstrap or not args.bootstrap_steps else str(bootstrap_weights(args)),
+        out_dir=str(phase_dir(args, phase)),
+        init_checkpoint=str(phase_dir(args, earlier[-1]) / "model_final.pt") if earlier else None,
         steps=steps,
         batch_size=args.batch_size,
-        seed=1 if bootstrap else 0,
+        seed=PHASES.index(phase) + 1 if phase != "main" else 0,
         device="cpu",
         log_every=20,
         checkpoint_every=100,
@@ -82,24 +96,23 @@ def demo_train_config(args: argparse.Namespace, phase: str = "main"):
     # video clip and is where clicks are learned), and 2 correction clicks instead of SAM 2's 7.
     config["sampling"].update(num_frames=8, max_objects=3, volume_fraction=0.25, image_fraction=0.4)
     config["prompts"].update(correction_clicks=2)
-    if bootstrap:
+    if phase == "bootstrap":
         config["sampling"].update(hybrid=False, image_fraction=0.0)
         config["prompts"].update(prob_mask=1.0, prob_box=0.0)
+    elif phase == "prompts":
+        config["sampling"].update(image_fraction=1.0)
+        config["prompts"].update(prob_mask=0.0, prob_box=0.3)
     # From scratch: a much larger learning rate than the paper's fine-tuning 1e-5, no layer decay.
     config["optim"].update(
         lr=args.lr,
         image_encoder_lr=args.lr,
         layer_decay=1.0,
         weight_decay=0.05,
-        warmup_steps=min(200, steps // 10) if bootstrap else min(100, steps // 20),
-        min_lr_ratio=0.5 if bootstrap else 0.05,
+        warmup_steps=min(200, steps // 10) if phase != "main" else min(100, steps // 20),
+        min_lr_ratio=0.5 if phase != "main" else 0.05,
         grad_clip=1.0,
     )
     return TrainConfig.from_dict(config)
-
-
-def bootstrap_weights(args: argparse.Namespace) -> Path:
-    return args.run_dir / "bootstrap" / "model_final.pt"
 
 
 def command_data(args: argparse.Namespace) -> None:
@@ -110,19 +123,18 @@ def command_data(args: argparse.Namespace) -> None:
 def command_train(args: argparse.Namespace) -> None:
     from sam2s.training import Trainer, init_distributed
 
-    config = demo_train_config(args, "main")
-    context = init_distributed(config.device)
+    context = init_distributed("cpu")
     if context.is_main:  # the evaluation records how its weights were made
         launcher = "torchrun --nproc_per_node {} ".format(context.world_size) if context.is_distributed else "python "
         command = launcher + " ".join(["scripts/train_demo_model.py", *sys.argv[1:]])
         args.run_dir.mkdir(parents=True, exist_ok=True)
         (args.run_dir / TRAIN_COMMAND_FILE).write_text(command + "\n")
     try:
-        if args.bootstrap_steps:
-            bootstrap = demo_train_config(args, "bootstrap")
-            Trainer(bootstrap, context, progress=not args.no_progress).train(resume="auto")
-            context.barrier()
-        Trainer(config, context, progress=not args.no_progress).train(resume="auto")
+        for phase in PHASES:
+            if phase_steps(args, phase):
+                phase_config = demo_train_config(args, phase)
+                Trainer(phase_config, context, progress=not args.no_progress).train(resume="auto")
+                context.barrier()
     finally:
         context.shutdown()
 
@@ -174,6 +186,8 @@ def command_package(args: argparse.Namespace) -> None:
     copies = (
         ("bootstrap/train.log", "training_log_bootstrap.txt"),
         ("bootstrap/metrics.jsonl", "training_metrics_bootstrap.jsonl"),
+        ("prompts/train.log", "training_log_prompts.txt"),
+        ("prompts/metrics.jsonl", "training_metrics_prompts.jsonl"),
         ("train.log", "training_log.txt"),
         ("metrics.jsonl", "training_metrics.jsonl"),
         (TRAIN_COMMAND_FILE, TRAIN_COMMAND_FILE),
@@ -194,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5000, help="steps of the main phase")
     parser.add_argument(
         "--bootstrap-steps", type=int, default=1500, help="steps of the tracking-only first phase (0: none)"
+    )
+    parser.add_argument(
+        "--prompt-steps", type=int, default=3000, help="steps of the clicks-and-boxes phase on single frames (0: none)"
     )
     parser.add_argument(
         "--batch-size", type=int, default=1, help="global batch (a multiple of the processes)"

@@ -535,3 +535,32 @@ def test_same_position_init_makes_each_frame_token_read_its_own_place_in_memory(
     bias = model.memory_attention.layers[0].cross_attn_image.q_proj.bias
     assert torch.all(bias == model.config.memory_attention.same_position_init)
     assert sam2s.build_model("sam2.1_hiera_mini").config.memory_attention.same_position_init == 0.0
+
+
+def test_nearby_prompt_init_scores_a_click_highest_at_the_image_tokens_under_it():
+    """With ``mask_decoder.prompt_position_init`` every prompt/image attention starts with one
+    shared orthonormal query/key projection, so a click's positional encoding scores highest
+    against the image token it falls on (default init: no such preference)."""
+    import sam2s
+
+    model = sam2s.build_model("sam2s_demo")
+    assert model.config.mask_decoder.prompt_position_init > 0
+    transformer = model.sam_mask_decoder.transformer
+    attentions = [transformer.final_attn_token_to_image] + [
+        a for layer in transformer.layers for a in (layer.cross_attn_token_to_image, layer.cross_attn_image_to_token)
+    ]
+    encoder = model.sam_prompt_encoder
+    grid = model.embedding_grid
+    token_pe = encoder.get_dense_pe()[0].flatten(1).T  # (grid*grid, C)
+    hits = 0
+    for row, col in [(1, 1), (2, 6), (5, 3), (6, 6)]:
+        click = torch.tensor([[[(col + 0.5) * model.image_size / grid - 0.5, (row + 0.5) * model.image_size / grid - 0.5]]])
+        click_pe = encoder.pe_layer.forward_with_coords(click + 0.5, (model.image_size, model.image_size))[0, 0]
+        for attention in attentions:
+            assert torch.equal(attention.q_proj.weight, attention.k_proj.weight)
+            assert not attention.q_proj.bias.any() and not attention.k_proj.bias.any()
+            scores = attention.k_proj(token_pe) @ attention.q_proj(click_pe)
+            hits += int(scores.argmax()) == row * grid + col
+    assert hits == 4 * len(attentions)
+    default = sam2s.build_model("sam2.1_hiera_mini").sam_mask_decoder.transformer.layers[0]
+    assert not torch.equal(default.cross_attn_token_to_image.q_proj.weight, default.cross_attn_token_to_image.k_proj.weight)

@@ -244,6 +244,8 @@ class SAM2Model(nn.Module):
             dynamic_multimask_stability_delta=tracker.dynamic_multimask_stability_delta,
             dynamic_multimask_stability_thresh=tracker.dynamic_multimask_stability_thresh,
         )
+        if config.mask_decoder.prompt_position_init:
+            self.sam_mask_decoder.transformer.prefer_nearby_prompts(config.mask_decoder.prompt_position_init)
         self.obj_ptr_proj = MLP(self.hidden_dim, self.hidden_dim, self.hidden_dim, 3)
         self.obj_ptr_tpos_proj = nn.Linear(self.hidden_dim, self.mem_dim)
         self._memory_pos_cache: dict[tuple, torch.Tensor] = {}

@@ -134,6 +134,28 @@ class TwoWayTransformer(nn.Module):
         )
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
+    def prefer_nearby_prompts(self, scale: float = 1.0) -> None:
+        """Start every prompt/image attention with one shared query and key projection.
+
+        The queries and keys of these attentions carry positional encodings (the prompt's and the
+        image token's random Fourier features). With the same projection ``P`` (orthonormal rows
+        times ``scale``, zero bias) on both sides, the starting score of a click and an image
+        token includes ``P pe(click) . P pe(token)``, which is largest where they are close: the
+        image tokens under a click hear from it first. From the default random projections a
+        model trained from scratch answers clicks with empty masks; this is the decoder's
+        counterpart of :meth:`~sam2s.modeling.memory_attention.MemoryAttention.prefer_same_position`.
+        """
+        attentions = [self.final_attn_token_to_image]
+        for layer in self.layers:
+            attentions += [layer.cross_attn_token_to_image, layer.cross_attn_image_to_token]
+        with torch.no_grad():
+            for attention in attentions:
+                inner, width = attention.q_proj.weight.shape
+                orthonormal_rows = torch.linalg.qr(torch.randn(width, inner))[0].T
+                for projection in (attention.q_proj, attention.k_proj):
+                    projection.weight.copy_(scale * orthonormal_rows)
+                    projection.bias.zero_()
+
     def forward(
         self,
         image_embedding: torch.Tensor,
