@@ -419,6 +419,8 @@ def test_resumed_run_continues_bit_exactly(tiny_data, tmp_path):
     assert state["step"] == 2 and state["samples_seen"] == 2
     log = (tmp_path / "resumed" / "train.log").read_text()
     assert "resumed from" in log and "at step 2" in log and "finished 4 steps" in log
+    # each run logs into its own file only, also when several trainers live in one process
+    assert "resumed from" not in (tmp_path / "straight" / "train.log").read_text()
     assert list((tmp_path / "resumed" / "tensorboard").glob("events.out.tfevents.*"))
     logged_steps = [
         json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()

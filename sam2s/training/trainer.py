@@ -280,8 +280,10 @@ class Trainer:
         handler = logging.FileHandler(self.out_dir / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         handler.set_name(f"sam2s-train:{self.out_dir}")
+        # One run's file only: a trainer made after another in the same process (the demo
+        # script's phases) must not keep writing into the earlier run's log.
         for existing in list(logger.handlers):
-            if existing.get_name() == handler.get_name():
+            if (existing.get_name() or "").startswith("sam2s-train:"):
                 logger.removeHandler(existing)
                 existing.close()
         logger.addHandler(handler)
