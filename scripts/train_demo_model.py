@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["data", "train", "evaluate", "package", "all"])
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/sam2s_demo_data"))
     parser.add_argument("--run-dir", type=Path, default=Path("/tmp/sam2s_demo_run"))
-    parser.add_argument("--steps", type=int, default=5000, help="steps of the main phase")
+    parser.add_argument("--steps", type=int, default=3000, help="steps of the main phase")
     parser.add_argument(
         "--bootstrap-steps", type=int, default=1500, help="steps of the tracking-only first phase (0: none)"
     )
