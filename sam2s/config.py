@@ -127,13 +127,13 @@ class TrackerConfig:
     dynamic_multimask_stability_thresh: float = 0.98
     fill_hole_area: int = 8
 
-    def use_multimask(self, num_points: int, tracking: bool) -> bool:
+    def use_multimask(self, num_points: int | None) -> bool:
         """Whether a decoding with ``num_points`` clicks predicts three candidates.
 
-        ``tracking`` is a frame decoded from memory with no prompt of its own.
+        ``None`` is a frame decoded from memory with no prompt of its own (a tracked frame).
         """
-        if tracking and not self.multimask_output_for_tracking:
-            return False
+        if num_points is None:  # SAM 2 counts the frame as one with zero clicks
+            return self.multimask_output_for_tracking and self.use_multimask(0)
         return self.multimask_min_pt_num <= num_points <= self.multimask_max_pt_num
 
 

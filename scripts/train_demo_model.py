@@ -24,6 +24,7 @@ import json
 import logging
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def command_train(args: argparse.Namespace) -> None:
 
     context = init_distributed("cpu")
     if context.is_main:  # the evaluation records how its weights were made
-        launcher = "torchrun --nproc_per_node {} ".format(context.world_size) if context.is_distributed else "python "
+        launcher = f"torchrun --nproc_per_node {context.world_size} " if context.is_distributed else "python "
         command = launcher + " ".join(["scripts/train_demo_model.py", *sys.argv[1:]])
         args.run_dir.mkdir(parents=True, exist_ok=True)
         (args.run_dir / TRAIN_COMMAND_FILE).write_text(command + "\n")
@@ -162,8 +163,6 @@ def command_evaluate(args: argparse.Namespace) -> dict:
     metrics["volume_dice"] = [score.__dict__ for score in volume_scores]
     ct = [s.dice for s in volume_scores if s.case.endswith(("000", "002", "004", "006"))]  # even cases are CT
     metrics["ct_mean_dice"] = float(sum(ct) / len(ct)) if ct else None
-    import tempfile
-
     with tempfile.TemporaryDirectory() as scratch:
         metrics["ci_check"] = small_check(sam2s.build_model("sam2s_demo", checkpoint=weights), scratch)
     metrics["evaluation_seconds"] = round(time.perf_counter() - start, 1)
@@ -183,18 +182,14 @@ def command_evaluate(args: argparse.Namespace) -> dict:
 def command_package(args: argparse.Namespace) -> None:
     BUNDLE_MODELS.mkdir(parents=True, exist_ok=True)
     target = package_demo_model(args.run_dir / "model_final.pt", BUNDLE_MODELS / "model.pt", CONFIG_YAML)
-    copies = (
-        ("bootstrap/train.log", "training_log_bootstrap.txt"),
-        ("bootstrap/metrics.jsonl", "training_metrics_bootstrap.jsonl"),
-        ("prompts/train.log", "training_log_prompts.txt"),
-        ("prompts/metrics.jsonl", "training_metrics_prompts.jsonl"),
-        ("train.log", "training_log.txt"),
-        ("metrics.jsonl", "training_metrics.jsonl"),
-        (TRAIN_COMMAND_FILE, TRAIN_COMMAND_FILE),
-    )
-    for name, new_name in copies:
-        if (args.run_dir / name).is_file():
-            shutil.copyfile(args.run_dir / name, BUNDLE_MODELS / new_name)
+    copies = [(args.run_dir / TRAIN_COMMAND_FILE, TRAIN_COMMAND_FILE)]
+    for phase in PHASES:  # each phase's log, e.g. training_log_bootstrap.txt; the main phase's unsuffixed
+        suffix = "" if phase == "main" else f"_{phase}"
+        copies.append((phase_dir(args, phase) / "train.log", f"training_log{suffix}.txt"))
+        copies.append((phase_dir(args, phase) / "metrics.jsonl", f"training_metrics{suffix}.jsonl"))
+    for source, name in copies:
+        if source.is_file():
+            shutil.copyfile(source, BUNDLE_MODELS / name)
     print(f"packaged {target} ({target.stat().st_size / 2**20:.1f} MiB)")
 
 

@@ -515,7 +515,7 @@ def _response_to_one_memory_token(attention: MemoryAttention, grid: int, marked:
 
 def test_same_position_init_makes_each_frame_token_read_its_own_place_in_memory():
     grid, marked = 8, 27
-    kwargs = dict(d_model=128, num_layers=1, dim_feedforward=256, dropout=0.0, feat_sizes=(grid, grid))
+    kwargs = {"d_model": 128, "num_layers": 1, "dim_feedforward": 256, "dropout": 0.0, "feat_sizes": (grid, grid)}
     torch.manual_seed(1)
     default = MemoryAttention(**kwargs).eval()
     torch.manual_seed(1)

@@ -191,17 +191,21 @@ def _query_chunk(num_keys: int) -> int:
     return max(64, min(512, _SCORE_CHUNK_ELEMENTS // max(num_keys, 1)))
 
 
-def _can_pack() -> bool:
+def _has_weight_reorder() -> bool:
     try:
         return hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
     except (AttributeError, RuntimeError):
         return False
 
 
+# Looked up once: the answer depends only on the torch build, and attention calls this per head.
+_CAN_PACK = _has_weight_reorder()
+
+
 def _attend_2d(q: torch.Tensor, k: torch.Tensor, v_t: torch.Tensor, scale: float, out: torch.Tensor) -> None:
     """One (batch, head): ``q (Lq, d)``, ``k (Lk, d)``, ``v_t (dv, Lk)`` into ``out (Lq, dv)``."""
     step = _query_chunk(k.shape[0])
-    if q.shape[0] > step and _can_pack():
+    if q.shape[0] > step and _CAN_PACK:
         # Reordered once into oneDNN's blocked layout; otherwise every chunk's product reorders
         # the keys and values again (8% of a frame at 1024 px).
         k = torch.ops.mkldnn._reorder_linear_weight(k, step)

@@ -431,6 +431,10 @@ class SAM2Model(nn.Module):
         obj_ptr = self._object_pointer(self.obj_ptr_proj(token), present.float())
         return FrameDecoding(low, high, iou, out.object_score_logits, obj_ptr, all_low, out.iou_pred)
 
+    def multimask_for(self, points: PointPrompt | None) -> bool:
+        """Whether decoding with ``points`` (``None``: a tracked frame) predicts three candidates."""
+        return self.config.tracker.use_multimask(None if points is None else points.num_points)
+
     def run_mask_decoder(
         self,
         conditioned: torch.Tensor,

@@ -473,9 +473,7 @@ class Session:
         else:
             selection = None if is_initial else obj.policy.select(obj.memory, frame_index, reverse, self.num_frames)
             conditioned = self._attention_cache.condition(model, features, selection)
-            num_points = 0 if points is None else points.num_points
-            multimask = model.config.tracker.use_multimask(num_points, tracking=points is None)
-            decoded = model.decode(conditioned, features, points, previous_logits, multimask)
+            decoded = model.decode(conditioned, features, points, previous_logits, model.multimask_for(points))
         class_embedding = None
         if getattr(model, "semantic_head", None) is not None:
             if mask is not None:  # a mask prompt skips memory attention; the head sees the frame alone

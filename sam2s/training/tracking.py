@@ -196,12 +196,12 @@ class ClipTrainingModule(nn.Module):
                     points = box_prompt(target, self.prompts, generator)
                 else:
                     points = click_from_error(torch.zeros_like(target), target, generator)
-                decoded = model.decode(conditioned, features, points, None, self._multimask(points))
+                decoded = model.decode(conditioned, features, points, None, model.multimask_for(points))
                 steps.append(decoded)
         else:
             memory = self._memory_inputs(clip, position, remembered)
             conditioned = model.condition_on_memory(features, memory)
-            decoded = model.decode(conditioned, features, None, None, self._multimask(None))
+            decoded = model.decode(conditioned, features, None, None, model.multimask_for(None))
             steps.append(decoded)
 
         if corrected and kind is not PromptKind.MASK:
@@ -212,7 +212,7 @@ class ClipTrainingModule(nn.Module):
                 # The previous logits become the mask prompt, clamped as the predictor clamps them
                 # (an absent object's -1024 would swamp the prompt encoder).
                 previous = decoded.low_res_logits.clamp(-32.0, 32.0)
-                decoded = model.decode(conditioned, features, points, previous, self._multimask(points))
+                decoded = model.decode(conditioned, features, points, previous, model.multimask_for(points))
                 steps.append(decoded)
 
         loss = None
@@ -272,10 +272,6 @@ class ClipTrainingModule(nn.Module):
             if 0 < distance < span:
                 pointers.append((distance, memory.obj_ptr))
         return MemoryInputs(frames=frames, pointers=pointers, pointer_time_span=span - 1)
-
-    def _multimask(self, points: PointPrompt | None) -> bool:
-        num_points = 0 if points is None else points.num_points
-        return self.model.config.tracker.use_multimask(num_points, tracking=points is None)
 
     def _class_targets(self, clip: TrainingClip, device: torch.device) -> torch.Tensor | None:
         if not self.use_tsl:
