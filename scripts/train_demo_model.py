@@ -74,15 +74,19 @@ def demo_train_config(args: argparse.Namespace, phase: str = "main"):
     data = write_demo_data(args.data_dir)
     steps = phase_steps(args, phase)
     earlier = [p for p in PHASES[: PHASES.index(phase)] if phase_steps(args, p)]
+    if earlier:
+        init = str(phase_dir(args, earlier[-1]) / "model_final.pt")
+    else:  # the first phase run: from scratch, or from another run's weights
+        init = str(args.init_weights) if args.init_weights else None
     config = TrainConfig().to_dict()
     config.update(
         model="sam2s_demo",
         vocabulary="minilm",
         out_dir=str(phase_dir(args, phase)),
-        init_checkpoint=str(phase_dir(args, earlier[-1]) / "model_final.pt") if earlier else None,
+        init_checkpoint=init,
         steps=steps,
         batch_size=args.batch_size,
-        seed=PHASES.index(phase) + 1 if phase != "main" else 0,
+        seed=args.seed + (PHASES.index(phase) + 1 if phase != "main" else 0),
         device="cpu",
         log_every=20,
         checkpoint_every=100,
@@ -211,6 +215,14 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-size", type=int, default=1, help="global batch (a multiple of the processes)"
     )
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument(
+        "--init-weights",
+        type=Path,
+        help="start the first phase that runs from these weights (model_final.pt of an earlier run) instead of from scratch",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="base seed of the phases' sampling (change it when continuing a run)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per process")
     parser.add_argument("--weights", help="weights to evaluate (default: the shipped bundle/models/model.pt)")
     parser.add_argument("--volumes", type=int, default=4, help="test volumes to score")

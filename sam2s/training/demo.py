@@ -96,7 +96,7 @@ def write_demo_data(
     root: str | Path,
     train_videos: int = 120,
     train_volumes: int = 60,
-    image_videos: int = 60,
+    image_videos: int = 600,
     test_videos: int = 8,
     test_volumes: int = 4,
     size: int = 128,
