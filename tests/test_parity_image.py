@@ -11,10 +11,10 @@ from tests.official import build_official_image_predictor
 from tests.parity import TOLERANCE, DecoderRecorder, parity_model, synthetic_clip
 
 PROMPTS = [
-    dict(points=[[40, 60]], labels=[1], multimask_output=True),
-    dict(points=[[40, 60], [100, 30]], labels=[1, 0], multimask_output=False),
-    dict(box=[25, 45, 56, 76], multimask_output=False),
-    dict(box=[25, 45, 56, 76], points=[[40, 60]], labels=[1], multimask_output=True),
+    {"points": [[40, 60]], "labels": [1], "multimask_output": True},
+    {"points": [[40, 60], [100, 30]], "labels": [1, 0], "multimask_output": False},
+    {"box": [25, 45, 56, 76], "multimask_output": False},
+    {"box": [25, 45, 56, 76], "points": [[40, 60]], "labels": [1], "multimask_output": True},
 ]
 
 

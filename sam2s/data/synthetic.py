@@ -292,6 +292,9 @@ class SyntheticVideoConfig:
             then random tissues.
         long: long-video mode: absences of hundreds of frames, slow appearance changes;
             needs ``num_frames >= 400``.
+        port_swap: long mode only: the first two instruments (of different categories unless
+            ``instrument_categories`` says otherwise) trade ports while both are out, so each
+            comes back where the other was.
         smoke: add smoke episodes.
         motion_blur: blur frames when the camera jerks.
         camera_motion: move and zoom the camera; off gives a static view (tests of annotation
@@ -307,6 +310,7 @@ class SyntheticVideoConfig:
     instrument_categories: tuple[str, ...] | None = None
     tissue_categories: tuple[str, ...] | None = None
     long: bool = False
+    port_swap: bool = False
     smoke: bool = True
     motion_blur: bool = True
     camera_motion: bool = True
@@ -319,6 +323,8 @@ class SyntheticVideoConfig:
             raise ValueError(
                 f"long mode needs num_frames >= 400 to hold absences of hundreds of frames (got {self.num_frames})"
             )
+        if self.port_swap and not (self.long and self.num_instruments >= 2):
+            raise ValueError("port_swap needs long mode and at least 2 instruments")
         if self.num_instruments + self.num_tissues > 255:
             raise ValueError("at most 255 objects fit in a palette PNG")
         for name, wanted, kind in (
@@ -338,9 +344,11 @@ class _InstrumentTrack:
     """Per-frame motion of one instrument (all arrays have one entry per frame)."""
 
     style: InstrumentStyle
-    entry: np.ndarray  # (2,) x, y of the point where the shaft crosses the frame border
-    aim: np.ndarray  # (2,) x, y of the point the shaft points at on average
+    entry: np.ndarray  # (T, 2) x, y of the port: where the shaft crosses the frame border
+    aim: np.ndarray  # (2,) x, y of the point the shaft points at on average (from the first port)
     angle: np.ndarray  # (T,) shaft direction, radians, pointing into the frame
+    presence: np.ndarray  # (T,) 1 while inserted, 0 while out, ramps between
+    reach: np.ndarray  # (T,) how deep the shaft goes through its port when fully inserted, pixels
     depth: np.ndarray  # (T,) distance from the entry to the tip along the shaft, pixels
     opening: np.ndarray  # (T,) jaw opening in [0, 1]
     tint: np.ndarray  # (T, 3) colour multiplier (instance tint, stains after a return)
@@ -468,7 +476,7 @@ def _instrument_parts(track: _InstrumentTrack, t: int, xx, yy, short_side: int) 
     style = track.style
     direction = np.array([math.cos(track.angle[t]), math.sin(track.angle[t])])
     normal = np.array([-direction[1], direction[0]])
-    tip = track.entry + track.depth[t] * direction
+    tip = track.entry[t] + track.depth[t] * direction
     far = tip - 3.0 * short_side * direction  # the shaft runs out of the frame
     shaft_r = style.shaft_radius * short_side
     tip_len = style.tip_length * short_side
@@ -609,13 +617,17 @@ class SyntheticVideo:
             for offset in np.linspace(-0.05, 0.05, cfg.num_annotators)
         ]
         self._tracks: list[_InstrumentTrack] = []
+        #: first frame of the traded ports (``port_swap``), or ``None``
+        self.port_swap_frame: int | None = None
         for index, obj in enumerate(o for o in objects if o.kind == "instrument"):
             # Later instruments aim at a point on the first one's shaft, so that they cross it.
             aim = None
             if self._tracks:
                 first = self._tracks[0]
-                aim = first.entry + rng.uniform(0.4, 0.8) * (first.aim - first.entry)
+                aim = first.entry[0] + rng.uniform(0.4, 0.8) * (first.aim - first.entry[0])
             self._tracks.append(self._make_track(rng, index, obj.category, aim))
+        if cfg.port_swap:
+            self._swap_ports(*self._tracks[:2])
         self._build_effects(rng)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         self._xx, self._yy = xx + 0.5, yy + 0.5
@@ -723,8 +735,6 @@ class SyntheticVideo:
         inserted = reach * (1.1 + 0.2 * _smooth_path(rng, n, periods))
         intervals = _presence_intervals(rng, n, index, cfg.long)
         env = _envelope(n, intervals, ramp=10 if cfg.long else 3)
-        outside = -0.6 * self._short_side  # far enough out that no part reaches the frame
-        depth = outside + env * (inserted - outside)
         opening = 0.5 + 0.5 * _smooth_path(rng, n, (8.0, 30.0))
 
         tint = np.tile(np.asarray(_INSTANCE_TINTS[index % len(_INSTANCE_TINTS)], dtype=np.float64), (n, 1))
@@ -735,8 +745,39 @@ class SyntheticVideo:
                 tint[start:end] *= stain
         wiggle = np.cumsum(np.full(n, 0.15)) + rng.uniform(0, 2 * np.pi)
         return _InstrumentTrack(
-            INSTRUMENT_STYLES[category], entry, target, angle, depth, opening, tint.astype(np.float32), wiggle
+            style=INSTRUMENT_STYLES[category],
+            entry=np.tile(entry, (n, 1)),
+            aim=target,
+            angle=angle,
+            presence=env,
+            reach=inserted,
+            depth=self._depth(env, inserted),
+            opening=opening,
+            tint=tint.astype(np.float32),
+            wiggle_phase=wiggle,
         )
+
+    def _depth(self, presence: np.ndarray, reach: np.ndarray) -> np.ndarray:
+        outside = -0.6 * self._short_side  # far enough out that no part reaches the frame
+        return outside + presence * (reach - outside)
+
+    def _swap_ports(self, a: _InstrumentTrack, b: _InstrumentTrack) -> None:
+        """From the first frame after both have been seen on which both are out, trade ports.
+
+        Each keeps its own timing, jaw motion and look; the port, the shaft's sway and depth
+        come from the other one. Nothing changes if the two are never out together.
+        """
+        seen_both = max(int(np.argmax(a.presence > 0)), int(np.argmax(b.presence > 0)))
+        both_out = np.flatnonzero((a.presence == 0) & (b.presence == 0))
+        both_out = both_out[both_out > seen_both]
+        if not (a.presence > 0).any() or not (b.presence > 0).any() or not len(both_out):
+            return
+        t = int(both_out[0])
+        for name in ("entry", "angle", "reach"):
+            head_a, head_b = getattr(a, name)[t:].copy(), getattr(b, name)[t:].copy()
+            getattr(a, name)[t:], getattr(b, name)[t:] = head_b, head_a
+        a.depth, b.depth = self._depth(a.presence, a.reach), self._depth(b.presence, b.reach)
+        self.port_swap_frame = t
 
     def _build_effects(self, rng: np.random.Generator) -> None:
         cfg = self.config
