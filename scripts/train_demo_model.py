@@ -71,7 +71,7 @@ def demo_train_config(args: argparse.Namespace, phase: str = "main"):
     """
     from sam2s.training import TrainConfig
 
-    data = write_demo_data(args.data_dir)
+    data = write_demo_data(args.data_dir, image_videos=args.image_videos)
     steps = phase_steps(args, phase)
     earlier = [p for p in PHASES[: PHASES.index(phase)] if phase_steps(args, p)]
     if earlier:
@@ -95,11 +95,13 @@ def demo_train_config(args: argparse.Namespace, phase: str = "main"):
     config["data"].update(
         videos=[str(data.train_videos)], volumes=[str(data.train_volumes)], images=[str(data.train_images)]
     )
-    # 3 objects per clip, 8-frame clips, DiveMem hybrid 1:1 with contiguous clips, volumes as a
-    # quarter of the sequences. Two departures from the paper's recipe, for a model learned from
+    # 3 objects per clip, 8-frame clips, DiveMem hybrid 1:1 with contiguous clips, volumes as
+    # --volume-fraction of the sequences. Two departures from the paper's recipe, for a model learned from
     # scratch in an hour of CPU: images 2:3 instead of 1:4 (a one-frame clip costs a sixth of a
     # video clip and is where clicks are learned), and 2 correction clicks instead of SAM 2's 7.
-    config["sampling"].update(num_frames=8, max_objects=3, volume_fraction=0.25, image_fraction=0.4)
+    config["sampling"].update(
+        num_frames=8, max_objects=3, volume_fraction=args.volume_fraction, image_fraction=0.4
+    )
     config["prompts"].update(correction_clicks=2)
     if phase == "bootstrap":
         config["sampling"].update(hybrid=False, image_fraction=0.0)
@@ -121,7 +123,7 @@ def demo_train_config(args: argparse.Namespace, phase: str = "main"):
 
 
 def command_data(args: argparse.Namespace) -> None:
-    data = write_demo_data(args.data_dir)
+    data = write_demo_data(args.data_dir, image_videos=args.image_videos)
     print(json.dumps({k: str(v) for k, v in data.__dict__.items()}, indent=2))
 
 
@@ -151,7 +153,7 @@ def command_evaluate(args: argparse.Namespace) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = write_demo_data(args.data_dir)
+    data = write_demo_data(args.data_dir, image_videos=args.image_videos)
     weights = Path(args.weights) if args.weights else BUNDLE_MODELS / "model.pt"
 
     def predictor():
@@ -215,6 +217,15 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-size", type=int, default=1, help="global batch (a multiple of the processes)"
     )
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument(
+        "--image-videos",
+        type=int,
+        default=600,
+        help="synthetic videos the single-frame image set is drawn from, 4 frames each (written once per --data-dir)",
+    )
+    parser.add_argument(
+        "--volume-fraction", type=float, default=0.25, help="share of volume clips among the sequences"
+    )
     parser.add_argument(
         "--init-weights",
         type=Path,

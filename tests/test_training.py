@@ -535,23 +535,33 @@ def test_two_gloo_processes_match_one_process(tiny_data, tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.demo_model
-def test_shipped_demo_model_reproduces_its_recorded_evaluation(tmp_path):
-    """The shipped weights load (float16 storage into the float32 model) and give, on a fresh
-    held-out synthetic set, the numbers recorded in bundle/models/metrics.json when they were shipped."""
+def _reproduce_recorded_check(weights: Path, scratch: Path) -> None:
+    """Load float16-stored weights into the float32 model and re-measure ``small_check`` on a
+    fresh held-out synthetic set: the numbers must match those recorded in metrics.json beside them."""
     import sam2s
-    from sam2s.checkpoint import demo_checkpoint_path
 
-    path = demo_checkpoint_path()
-    recorded = json.loads((path.parent / "metrics.json").read_text())["ci_check"]
-    model = sam2s.build_model("sam2s_demo", checkpoint="demo")
+    recorded = json.loads((weights.parent / "metrics.json").read_text())["ci_check"]
+    model = sam2s.build_model("sam2s_demo", checkpoint=weights)
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert path.stat().st_size <= 25 * 2**20
+    assert weights.stat().st_size <= 25 * 2**20
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as when the numbers were recorded
     try:
-        measured = small_check(model, tmp_path / "held_out")
+        measured = small_check(model, scratch / "held_out")
     finally:
         torch.set_num_threads(threads)
     for name, value in recorded.items():
         assert measured[name] == pytest.approx(value, abs=0.02), (name, measured, recorded)
+
+
+@pytest.mark.demo_model
+def test_shipped_demo_model_reproduces_its_recorded_evaluation(tmp_path):
+    from sam2s.checkpoint import demo_checkpoint_path
+
+    _reproduce_recorded_check(demo_checkpoint_path(), tmp_path)
+
+
+def test_candidate_demo_weights_reproduce_their_recorded_evaluation(tmp_path):
+    """The latest trained candidate (not the default model yet) gives the numbers in its metrics.json."""
+    candidate = Path(__file__).resolve().parent.parent / "bundle" / "models" / "candidate" / "model.pt"
+    _reproduce_recorded_check(candidate, tmp_path)
