@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from sam2s.training.demo import write_json
+from sam2s.writers.base import write_atomically
 
 log = logging.getLogger("sam2s.ablation")
 
@@ -71,7 +72,16 @@ VARIANTS: dict[str, Variant] = {
 }
 
 RESULTS_FILE = "results.json"
-SCORE_FILE = "long_term_scores.json"
+
+
+def score_file(args: argparse.Namespace) -> str:
+    """Cached scores of one model, per protocol and DiveMem threshold."""
+    threshold = "" if args.iou_threshold is None else f"_iou{args.iou_threshold:g}"
+    return f"long_term_scores_{args.protocol}{threshold}.json"
+
+
+def row_key(row: dict) -> tuple:
+    return row["variant"], row["seed"], row["protocol"], row.get("iou_threshold")
 
 
 def image_overrides(args: argparse.Namespace) -> dict:
@@ -176,7 +186,7 @@ def command_evaluate(args: argparse.Namespace) -> list[dict]:
     for variant in selected(args):
         for seed in args.seeds:
             folder = run_dir(args, variant.name, seed)
-            cached = folder / SCORE_FILE
+            cached = folder / score_file(args)
             if cached.is_file():
                 rows.append(json.loads(cached.read_text()))
                 continue
@@ -184,6 +194,8 @@ def command_evaluate(args: argparse.Namespace) -> list[dict]:
             if not weights.is_file():
                 raise FileNotFoundError(f"{weights} is missing: run `scripts/ablation.py train` first")
             overrides = {**image_overrides(args), **variant.model_overrides()}
+            if variant.divemem and args.iou_threshold is not None:
+                overrides["divemem.iou_threshold"] = args.iou_threshold
             model = sam2s.build_model(args.model, checkpoint=weights, **overrides)
             result = evaluate(
                 lambda model=model: sam2s.VideoPredictor(model),
@@ -192,11 +204,21 @@ def command_evaluate(args: argparse.Namespace) -> list[dict]:
                 progress=not args.no_progress,
             )
             score = long_term_scores(result, test)
-            row = {"variant": variant.name, "seed": seed, "protocol": args.protocol, **asdict(score)}
+            row = {
+                "variant": variant.name,
+                "seed": seed,
+                "protocol": args.protocol,
+                "iou_threshold": args.iou_threshold if variant.divemem else None,
+                **asdict(score),
+            }
             log.info("%s seed %d: %s", variant.name, seed, row)
             write_json(cached, row)
             rows.append(row)
-    write_json(args.out_dir / RESULTS_FILE, rows)
+    # Merge with earlier evaluations (other variants, seeds, protocols or thresholds).
+    results = args.out_dir / RESULTS_FILE
+    earlier = json.loads(results.read_text()) if results.is_file() else []
+    fresh = {row_key(r) for r in rows}
+    write_json(results, [r for r in earlier if row_key(r) not in fresh] + rows)
     return rows
 
 
@@ -214,17 +236,26 @@ def _summary(values: list[float]) -> str:
     return f"{100 * mean:.1f} ± {100 * spread:.1f}"
 
 
+def _groups(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Rows grouped by variant (table order) and DiveMem threshold, with a label for each group."""
+    groups = []
+    for name, variant in VARIANTS.items():
+        thresholds = sorted({r.get("iou_threshold") for r in rows if r["variant"] == name}, key=lambda g: g or 1.0)
+        for threshold in reversed(thresholds):  # the paper's γ first
+            mine = [r for r in rows if r["variant"] == name and r.get("iou_threshold") == threshold]
+            label = variant.label if threshold is None else f"{variant.label}, γ = {threshold:g}"
+            groups.append((label, mine))
+    return groups
+
+
 def report_table(rows: list[dict]) -> str:
     """Markdown table: per variant, mean ± half-range over seeds of each metric (in %)."""
     header = "| model | seeds | " + " | ".join(title for _, title in METRICS) + " |"
     lines = [header, "|" + "---|" * (2 + len(METRICS))]
-    for name, variant in VARIANTS.items():
-        mine = [r for r in rows if r["variant"] == name]
-        if not mine:
-            continue
+    for label, mine in _groups(rows):
         seeds = ", ".join(str(r["seed"]) for r in mine)
         cells = [_summary([r[key] for r in mine]) for key, _ in METRICS]
-        lines.append(f"| {variant.label} | {seeds} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -239,15 +270,15 @@ def plot(rows: list[dict], path: Path) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
-    names = [n for n in VARIANTS if any(r["variant"] == n for r in rows)]
-    figure, axes = pyplot.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.6), sharey=True)
+    groups = _groups(rows)
+    figure, axes = pyplot.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 4.2), sharey=True)
     for axis, (key, title) in zip(axes, METRICS):
-        for x, name in enumerate(names):
-            values = [r[key] for r in rows if r["variant"] == name and not math.isnan(r[key])]
+        for x, (_, mine) in enumerate(groups):
+            values = [r[key] for r in mine if not math.isnan(r[key])]
             if values:
                 axis.bar(x, sum(values) / len(values), color="#7aa6c2")
                 axis.scatter([x] * len(values), values, color="black", s=12, zorder=3)
-        axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        axis.set_xticks(range(len(groups)), [label for label, _ in groups], rotation=35, ha="right", fontsize=7)
         axis.set_title(title)
         axis.set_ylim(0, 1)
     axes[0].set_ylabel("J&F")
@@ -268,7 +299,7 @@ def command_report(args: argparse.Namespace) -> str:
         f"Ablation on the synthetic long-term benchmark ({args.protocol}; mean ± half-range over seeds, %)\n\n"
         + table
     )
-    (args.out_dir / "ablation.md").write_text(text)
+    write_atomically(args.out_dir / "ablation.md", lambda handle: handle.write(text.encode()))
     plot(rows, args.out_dir / "ablation.png")
     print(text)
     return table
@@ -299,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=1000, help="frames per benchmark video (>= 400)")
     parser.add_argument("--size", type=int, default=128, help="frame size and model input size")
     parser.add_argument("--protocol", default="3click", help="first-frame prompts of the evaluation")
+    parser.add_argument(
+        "--iou-threshold",
+        type=float,
+        help="evaluate the DiveMem rows with this long-term admission threshold γ instead of the config's 0.95",
+    )
     parser.add_argument("--no-progress", action="store_true")
     return parser
 

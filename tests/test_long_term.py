@@ -146,14 +146,14 @@ def test_ablation_script_trains_evaluates_and_reports(tmp_path):
     assert "ARL on, TSL on, DiveMem on" in sam2s_log
     sam2_log = (tmp_path / "runs" / "sam2" / "seed_0" / "train.log").read_text()
     assert "ARL off, TSL off, DiveMem off" in sam2_log and "tsl 0.0000" in sam2_log
-    table = (tmp_path / "runs" / "ablation.md").read_text()
+    table = (tmp_path / "runs" / "ablation.md").read_text(encoding="utf-8")
     assert "| SAM 2 memory | 0 |" in table and "(SAM2S) | 0 |" in table
     assert (tmp_path / "runs" / "ablation.png").stat().st_size > 1000
 
     # A second run finds everything done and reuses the cached scores.
-    before = (tmp_path / "runs" / "sam2" / "seed_0" / "long_term_scores.json").stat().st_mtime_ns
+    before = (tmp_path / "runs" / "sam2" / "seed_0" / "long_term_scores_1click.json").stat().st_mtime_ns
     assert ablation.main(["all", *common]) == 0
-    assert (tmp_path / "runs" / "sam2" / "seed_0" / "long_term_scores.json").stat().st_mtime_ns == before
+    assert (tmp_path / "runs" / "sam2" / "seed_0" / "long_term_scores_1click.json").stat().st_mtime_ns == before
 
 
 def test_ablation_table_reports_mean_and_half_range():
