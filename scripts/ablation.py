@@ -106,11 +106,10 @@ def benchmark(args: argparse.Namespace):
     )
 
 
-def train_config(args: argparse.Namespace, variant: Variant, seed: int):
+def train_config(args: argparse.Namespace, variant: Variant, seed: int, train_videos: Path):
     """One variant's fine-tuning run: identical for all four but for the switched parts."""
     from sam2s.training import TrainConfig
 
-    data = benchmark(args)
     config = TrainConfig(
         model=args.model,
         model_overrides={**image_overrides(args), **variant.model_overrides()},
@@ -127,7 +126,7 @@ def train_config(args: argparse.Namespace, variant: Variant, seed: int):
     )
     return config.replace(
         **{
-            "data.videos": [str(data.train)],
+            "data.videos": [str(train_videos)],
             "sampling.num_frames": 8,
             "sampling.max_objects": 3,
             "sampling.image_fraction": 0.0,
@@ -157,6 +156,7 @@ def command_train(args: argparse.Namespace) -> None:
     from sam2s.training import Trainer, init_distributed
 
     context = init_distributed(args.device)
+    train_videos = benchmark(args).train
     try:
         for variant in selected(args):
             for seed in args.seeds:
@@ -164,7 +164,7 @@ def command_train(args: argparse.Namespace) -> None:
                     if context.is_main:
                         log.info("%s seed %d: already trained", variant.name, seed)
                     continue
-                config = train_config(args, variant, seed)
+                config = train_config(args, variant, seed, train_videos)
                 Trainer(config, context, progress=not args.no_progress).train(resume="auto")
                 context.barrier()
     finally:

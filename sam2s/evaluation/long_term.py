@@ -28,7 +28,6 @@ from sam2s.data.datasets import VideoDataset
 from sam2s.data.synthetic import SyntheticVideo, SyntheticVideoConfig, write_davis_video
 from sam2s.data.vocabulary import category_kind
 from sam2s.evaluation.aggregate import ObjectScore
-from sam2s.writers.base import write_atomically
 
 __all__ = [
     "LongTermBenchmark",
@@ -52,7 +51,7 @@ class LongTermBenchmark:
 
 
 def _write_split(root: Path, num_videos: int, config: SyntheticVideoConfig, seed: int, progress: bool) -> None:
-    import json
+    from sam2s.training.demo import write_json
 
     categories: dict[str, dict[str, str]] = {}
     swaps: dict[str, int | None] = {}
@@ -64,9 +63,8 @@ def _write_split(root: Path, num_videos: int, config: SyntheticVideoConfig, seed
             write_davis_video(video, root, name, progress=False)
         categories[name] = {str(k): v for k, v in video.categories.items()}
         swaps[name] = video.port_swap_frame
-    for file_name, data in (("categories.json", categories), ("port_swaps.json", swaps)):
-        text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-        write_atomically(root / file_name, lambda handle, text=text: handle.write(text.encode()))
+    write_json(root / "categories.json", categories)
+    write_json(root / "port_swaps.json", swaps)
 
 
 def write_long_term_benchmark(
