@@ -10,6 +10,8 @@ evaluation with the shipped weights.
 * :func:`evaluate_videos` scores a predictor with the paper's click protocols (J&F);
   :func:`evaluate_volume` draws one organ's mask on one slice, propagates both ways and scores
   the 3D Dice against the label map.
+* :func:`score_sample_clip` segments the MONAI bundle's sample clip from its prompts file, the
+  way ``make demo`` does, and scores it against the clip's ground truth.
 * :func:`package_demo_model` writes the weights in float16 (the loader casts them back to the
   model's float32) with the config beside them.
 """
@@ -40,10 +42,13 @@ from sam2s.writers.base import write_atomically
 __all__ = [
     "DemoData",
     "FirstMaskBaseline",
+    "SampleClipScore",
     "VolumeScore",
     "evaluate_videos",
     "evaluate_volume",
     "package_demo_model",
+    "score_sample_clip",
+    "score_sample_masks",
     "small_check",
     "write_demo_data",
     "write_image_set",
@@ -244,6 +249,55 @@ def small_check(model, root: str | Path, seed: int = 777) -> dict[str, float]:
     baseline = evaluate_videos(FirstMaskBaseline, root, ["mask"])["mask"]
     dice = [score.dice for score in evaluate_volume(sam2s.VideoPredictor(model), root / "volumes", case=0)]
     return {"jf_1click": jf, "baseline_first_mask_jf": baseline, "ct_mean_dice": float(np.mean(dice))}
+
+
+@dataclass(frozen=True)
+class SampleClipScore:
+    """J&F of a model on the bundle's sample clip, overall and per object (by category name)."""
+
+    jf: float
+    objects: dict[str, float]
+
+
+def score_sample_clip(predictor, sample_dir: str | Path, out_dir: str | Path) -> SampleClipScore:
+    """Segment ``sample_dir/surgery_clip.mp4`` from its prompts file and score it against its
+    DAVIS annotations (``python -m sam2s.bundle.sample`` writes that folder).
+
+    Args:
+        predictor: the :class:`~sam2s.predictor.video.VideoPredictor` to run.
+        sample_dir: the bundle's ``sample`` folder.
+        out_dir: where the masks are written (no overlay video).
+    """
+    from sam2s.segment import SegmentJob, SegmentOptions
+
+    sample_dir, out_dir = Path(sample_dir), Path(out_dir)
+    options = SegmentOptions(
+        input=str(sample_dir / "surgery_clip.mp4"),
+        prompts=str(sample_dir / "surgery_clip_prompts.json"),
+        out=str(out_dir),
+        overlay=False,
+        overwrite=True,
+        progress=False,
+    )
+    SegmentJob(options, predictor=predictor).run()
+    return score_sample_masks(out_dir / "masks", sample_dir)
+
+
+def score_sample_masks(masks_dir: str | Path, sample_dir: str | Path) -> SampleClipScore:
+    """Score the id-map PNGs in ``masks_dir`` (one per frame, in name order) against the sample
+    clip's ground truth in ``sample_dir/surgery_clip``."""
+    from sam2s.evaluation.aggregate import score_video
+    from sam2s.writers import read_png_mask
+
+    clip = Path(sample_dir) / "surgery_clip"
+    truth = [read_png_mask(path) for path in sorted((clip / "Annotations" / "surgery_clip").glob("*.png"))]
+    masks = [read_png_mask(path) for path in sorted(Path(masks_dir).glob("*.png"))]
+    if len(masks) != len(truth):
+        raise ValueError(f"{len(masks)} masks in {masks_dir} for the {len(truth)} annotated frames of {clip}")
+    names = json.loads((clip / "categories.json").read_text())["surgery_clip"]
+    categories = {int(obj_id): name for obj_id, name in names.items()}
+    score = score_video("surgery_clip", list(zip(range(len(truth)), masks, truth)), categories)
+    return SampleClipScore(score.jf, {obj.category: obj.jf for obj in score.objects})
 
 
 # ----------------------------------------------------------------------------------------------
