@@ -24,16 +24,9 @@ $(STAMP): requirements/pins.txt $(LOCK) pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile
 
-# The bundle's inference on its shipped sample. Until the demo weights are shipped
-# (bundle/models/model.pt, made by scripts/train_demo_model.py) the same job runs end to end with
-# the small SAM 2.1 architecture and random weights, so the masks are not meaningful yet.
+# The bundle's inference on its shipped sample with the shipped demo model (bundle/models/model.pt).
 demo: $(STAMP)
-	@if [ -f bundle/models/model.pt ]; then \
-	  $(PY) -m monai.bundle run --config_file bundle/configs/inference.json; \
-	else \
-	  echo "make demo: no demo weights yet (bundle/models/model.pt); running the pipeline with random sam2.1_hiera_mini weights"; \
-	  $(PY) -m monai.bundle run --config_file bundle/configs/inference.json --model sam2.1_hiera_mini --checkpoint none; \
-	fi
+	$(PY) -m monai.bundle run --config_file bundle/configs/inference.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sam2s tests scripts

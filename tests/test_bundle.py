@@ -1,8 +1,7 @@
 """The MONAI bundle in bundle/: configs run through ``python -m monai.bundle``, metadata, large files.
 
-Until the demo model (bundle/models/model.pt) exists, the runs override the network with
-``--model sam2.1_hiera_mini --checkpoint <random mini weights>``; once it exists the sample run
-takes no argument at all and its masks must reach J&F >= 0.75 against the sample's ground truth.
+The runs use the shipped demo model (bundle/models/model.pt): the sample run takes no argument at
+all and its masks must reach J&F >= 0.75 against the sample's ground truth.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from sam2s.bundle import (
     find_bundle_root,
     read_large_files,
 )
-from sam2s.evaluation.aggregate import score_video
+from sam2s.training.demo import score_sample_masks
 from sam2s.writers import read_png_mask
 from tests.parity import parity_model, synthetic_clip
 
@@ -50,13 +49,6 @@ def mini_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "mini.pt"
     torch.save({"model": parity_model("sam2.1_hiera_mini", seed=1).state_dict()}, path)
     return path
-
-
-def network_args(checkpoint: Path) -> list[str]:
-    """The demo model when the bundle has it, otherwise the random mini model."""
-    if DEMO_MODEL.is_file():
-        return []
-    return ["--model", "sam2.1_hiera_mini", "--checkpoint", str(checkpoint)]
 
 
 def run_bundle(config: Path | str, *args: str, cwd: Path = ROOT, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
@@ -89,15 +81,14 @@ def masks_of(folder: Path) -> list[np.ndarray]:
 # -- inference ---------------------------------------------------------------------------------
 
 
-def test_inference_runs_on_the_shipped_sample_with_no_argument(tmp_path, mini_checkpoint):
+def test_inference_runs_on_the_shipped_sample_with_no_argument(tmp_path):
     """A copy of the bundle elsewhere runs from its parent folder; results land in bundle/eval."""
     bundle = tmp_path / "bundle"
     for part in ("configs", "sample", "docs"):
         shutil.copytree(BUNDLE / part, bundle / part)
-    if DEMO_MODEL.is_file():
-        (bundle / "models").mkdir()
-        shutil.copy(DEMO_MODEL, bundle / "models" / "model.pt")
-    result = run_bundle(bundle / "configs" / "inference.json", *network_args(mini_checkpoint), cwd=tmp_path)
+    (bundle / "models").mkdir()
+    shutil.copy(DEMO_MODEL, bundle / "models" / "model.pt")
+    result = run_bundle(bundle / "configs" / "inference.json", cwd=tmp_path)
 
     out = bundle / "eval"
     assert f"masks:   {out / 'masks'}" in result.stdout
@@ -107,14 +98,11 @@ def test_inference_runs_on_the_shipped_sample_with_no_argument(tmp_path, mini_ch
     assert count_video_frames(out / "overlay.mp4") == 32
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_written"] == 32 and len(summary["objects"]) == 5
-    if DEMO_MODEL.is_file():
-        annotations = SAMPLE / "surgery_clip" / "Annotations" / "surgery_clip"
-        truth = [read_png_mask(p) for p in sorted(annotations.glob("*.png"))]
-        score = score_video("surgery_clip", [(i, pred, gt) for i, (pred, gt) in enumerate(zip(masks, truth))])
-        assert score.jf >= 0.75, f"demo model J&F on the sample: {score.jf:.3f}"
+    score = score_sample_masks(out / "masks", SAMPLE)
+    assert score.jf >= 0.75, f"demo model J&F on the sample: {score.jf:.3f} {score.objects}"
 
 
-def test_inference_segments_an_mp4_and_a_nifti_volume(tmp_path, mini_checkpoint):
+def test_inference_segments_an_mp4_and_a_nifti_volume(tmp_path):
     # a 10-frame MP4 with one clicked object
     video = tmp_path / "clip.mp4"
     frames = synthetic_clip(10, height=72, width=96)
@@ -136,7 +124,7 @@ def test_inference_segments_an_mp4_and_a_nifti_volume(tmp_path, mini_checkpoint)
     volume_prompts = tmp_path / "ct_prompts.json"
     volume_prompts.write_text(json.dumps({"objects": [{"id": 2, "prompts": [{"frame": 3, "box": [10, 8, 30, 28]}]}]}))
 
-    args = [*network_args(mini_checkpoint), "--device", "cpu", "--progress", "False"]
+    args = ["--device", "cpu", "--progress", "False"]
     run_bundle(CONFIGS / "inference.json", "--input", str(video), "--prompts", str(video_prompts),
                "--output_dir", str(tmp_path / "video_out"), *args)
     masks = masks_of(tmp_path / "video_out")
@@ -170,14 +158,13 @@ def test_mask_writer_set_chooses_the_writers(tmp_path):
     assert kinds == [PngMaskWriter, SegNrrdWriter]
 
 
-def test_evaluate_prints_the_jf_table(tmp_path, mini_checkpoint):
+def test_evaluate_prints_the_jf_table(tmp_path):
     from sam2s.data.synthetic import write_synthetic_dataset
 
     dataset = write_synthetic_dataset(tmp_path / "data", num_videos=1, num_frames=5, height=64, width=64,
                                       seed=3, progress=False).root
     result = run_bundle(CONFIGS / "evaluate.json", "--dataset_dir", str(dataset), "--protocol", "box",
-                        "--output_dir", str(tmp_path / "report"), "--progress", "False", "--device", "cpu",
-                        *network_args(mini_checkpoint))
+                        "--output_dir", str(tmp_path / "report"), "--progress", "False", "--device", "cpu")
     assert "| subset | videos | J&F | J | F |" in result.stdout
     assert "| **average** | 1 |" in result.stdout
     report = json.loads((tmp_path / "report" / "results.json").read_text())
@@ -232,7 +219,7 @@ def test_inference_configs_have_the_required_properties(config, workflow_type, m
     workflow.initialize()
     assert workflow.check_properties() == []
     assert Path(workflow.bundle_root) == BUNDLE
-    assert workflow.version == "0.1.0" and workflow.monai_version and workflow.pytorch_version
+    assert workflow.version == "0.2.0" and workflow.monai_version and workflow.pytorch_version
     network = workflow.network_def
     assert network.config.name == "sam2.1_hiera_mini" and not network.training
     assert workflow.inferer.model is network
