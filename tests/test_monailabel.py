@@ -12,6 +12,7 @@ and MONAI Label itself is only imported by the server process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,9 +183,10 @@ def stop_server(process: subprocess.Popen) -> None:
             process.wait(timeout=20)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, checkpoint, data) -> Server:
-    root = tmp_path_factory.mktemp("server")
+@contextlib.contextmanager
+def running_server(root: Path, conf: dict[str, str], images: dict[str, Path]) -> Iterator[Server]:
+    """``monailabel start_server`` with the SAM2S app on a free 127.0.0.1 port, ``--conf`` from
+    ``conf``, ``images`` uploaded through the datastore API; stopped by its PID on exit."""
     log = root / "server.log"
     venv_bin = str(Path(sys.executable).parent)
     env = {
@@ -197,9 +200,9 @@ def server(tmp_path_factory, checkpoint, data) -> Server:
         sys.executable, "-m", "monailabel.main", "start_server",
         "--app", str(APP_DIR), "--studies", str(root / "studies"),
         "--host", "127.0.0.1", "--port", str(port),
-        "--conf", "model", "sam2.1_hiera_mini", "--conf", "checkpoint", str(checkpoint),
-        "--conf", "device", "cpu", "--conf", "labels", ",".join(LABELS),
     ]  # fmt: skip
+    for key, value in conf.items():
+        command += ["--conf", key, value]
     with open(log, "wb") as output:
         process = subprocess.Popen(command, cwd=root, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
@@ -218,7 +221,7 @@ def server(tmp_path_factory, checkpoint, data) -> Server:
             if time.monotonic() > deadline:
                 raise AssertionError(f"the server did not answer in time:\n{log.read_text()[-4000:]}")
             time.sleep(0.5)
-        for image_id, path in (("volume", data.volume), ("clip", data.video)):
+        for image_id, path in images.items():
             with open(path, "rb") as handle:
                 answer = requests.put(
                     f"{url}/datastore/image",
@@ -231,6 +234,13 @@ def server(tmp_path_factory, checkpoint, data) -> Server:
     finally:
         stop_server(process)
         assert process.poll() is not None, "the server is still running after SIGKILL"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, checkpoint, data) -> Iterator[Server]:
+    conf = {"model": "sam2.1_hiera_mini", "checkpoint": str(checkpoint), "device": "cpu", "labels": ",".join(LABELS)}
+    with running_server(tmp_path_factory.mktemp("server"), conf, {"volume": data.volume, "clip": data.video}) as server:
+        yield server
 
 
 @dataclass
@@ -675,3 +685,32 @@ def test_slicer_remote_backend_gives_the_local_segment_with_progress_and_cancel(
     assert isinstance(createBackend(ModelSettings(serverUrl=server.url)), RemoteBackend)
     assert isinstance(SAM2S.SAM2SLogic(serverUrl=server.url).backend, RemoteBackend)
     remote.close()
+
+
+# ---------------------------------------------------------------------------------- the demo model
+@pytest.mark.demo_model
+def test_the_demo_model_segments_the_bundle_sample_ct_volume_over_http(tmp_path):
+    """A server with its default settings serves the shipped demo model: each organ of the bundle's
+    sample CT volume, given a box and a click on one slice, is propagated through the volume and
+    compared with the ground-truth label map (3D Dice)."""
+    sample = ROOT / "bundle" / "sample"
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(sample / "ct_volume_labels.nii.gz")))
+    organs = json.loads((sample / "ct_volume_prompts.json").read_text())["objects"]
+    conf = {"device": "cpu", "labels": ",".join(organ["name"] for organ in organs)}
+    with running_server(tmp_path, conf, {"ct": sample / "ct_volume.nii.gz"}) as server:
+        info = requests.get(f"{server.url}/info/", timeout=10).json()["models"]["sam2s"]
+        assert info["sam2s"]["model"] == "sam2s_demo"
+        dice = {}
+        for label, organ in enumerate(organs, start=1):
+            prompt = organ["prompts"][0]
+            (x, y), k = prompt["points"][0], prompt["frame"]
+            x0, y0, x1, y1 = prompt["box"]
+            params = {"client_id": organ["name"], "foreground": [[x, y, k]], "roi": [x0, y0, x1, y1, k, k],
+                      "label": organ["name"]}
+            answer = infer(server, params, model="sam2s_propagate", image="ct", tmp=tmp_path)
+            assert answer.status == 200, answer.detail
+            assert answer.params["finished"] and answer.array.shape == truth.shape
+            predicted, expected = answer.array == label, truth == organ["id"]
+            dice[organ["name"]] = 2 * (predicted & expected).sum() / (predicted.sum() + expected.sum())
+    assert np.mean(list(dice.values())) >= 0.55, dice
+    assert min(dice.values()) >= 0.4, dice

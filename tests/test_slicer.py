@@ -741,3 +741,40 @@ def test_model_creation_sits_behind_one_setting():
     logic.setModel("sam2.1_hiera_mini", None, "cpu")
     logic.setModel("sam2.1_hiera_t", None, "cpu")  # another model: the old backend is released
     assert logic.settings == ModelSettings("sam2.1_hiera_t", None, "cpu") and logic._backend is None
+
+
+# ---------------------------------------------------------------------------------- the demo model
+@pytest.mark.demo_model
+def test_the_demo_model_propagates_organs_drawn_on_one_slice_of_the_bundle_sample_ct():
+    """The effect's default logic (the shipped demo model): each organ of the bundle's sample CT
+    volume, drawn on its largest slice, is propagated through the volume and compared with the
+    ground-truth label map (3D Dice), as an annotator in Slicer would use it."""
+    import SimpleITK as sitk
+
+    sample = Path(__file__).resolve().parents[1] / "bundle" / "sample"
+    image = sitk.ReadImage(str(sample / "ct_volume.nii.gz"))
+    voxels = sitk.GetArrayFromImage(image)
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(sample / "ct_volume_labels.nii.gz")))
+    scene = new_scene()
+    volume = add_volume(scene, voxels, spacing=image.GetSpacing(), origin=image.GetOrigin())
+    segmentation = slicer.vtkMRMLSegmentationNode()
+    scene.AddNode(segmentation)
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    logic = SAM2S.SAM2SLogic()
+    assert logic.settings.modelName == "sam2s_demo"
+
+    dice = {}
+    for label in np.unique(truth[truth > 0]):
+        organ = truth == label
+        largest = int(np.argmax(organ.reshape(len(organ), -1).sum(1)))
+        drawn = np.zeros_like(organ)
+        drawn[largest] = organ[largest]
+        name = f"organ_{label}"
+        set_segment(segmentation, segmentation.GetSegmentation().AddEmptySegment(name, name), drawn, volume)
+
+        result = logic.propagateSegment(volume, segmentation, name, direction="both")
+
+        assert not result.cancelled and len(result.predictions) == len(organ)
+        predicted = segment_in_grid(segmentation, name, volume)
+        dice[name] = 2 * (predicted & organ).sum() / (predicted.sum() + organ.sum())
+    assert len(dice) == 3 and np.mean(list(dice.values())) >= 0.6, dice
