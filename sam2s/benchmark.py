@@ -30,7 +30,6 @@ default CPU kernels, to measure what the oneDNN kernels gain).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -46,6 +45,7 @@ import numpy as np
 import torch
 
 from sam2s.config import ModelConfig
+from sam2s.writers.base import write_json
 
 __all__ = [
     "BenchmarkClip",
@@ -561,7 +561,7 @@ def run(args: argparse.Namespace) -> int:
         results["mask_mismatch_fraction"] = mismatched / max(pixels, 1)
     _print_table(results, reports)
     if args.json is not None:
-        _write_json(args.json, results)
+        write_json(args.json, results, sort_keys=False)
     return 0
 
 
@@ -594,15 +594,6 @@ def _print_table(results: dict, reports: list[SideReport]) -> None:
             f"max |logit difference| {results['max_logit_diff']:.2e}; "
             f"mask pixels that differ {results['mask_mismatch_fraction']:.2e}"
         )
-
-
-def _write_json(path: Path, results: dict) -> None:
-    """Write to a temporary name beside ``path`` and rename, so no half-written file is left."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(results, indent=2) + "\n")
-    partial.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:

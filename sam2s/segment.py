@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sam2s.writers.base import atomic_output
+from sam2s.writers.base import atomic_output, write_json
 
 if TYPE_CHECKING:
     from sam2s.data.sources import FrameSource
@@ -145,7 +145,7 @@ class SegmentJob:
             # the writers decide what is written (the bundle can switch the label volume off)
             "label_volume": str(self.out / "labels.nii.gz") if (self.out / "labels.nii.gz").is_file() else None,
         }
-        _write_json(self.out / "summary.json", summary)
+        write_json(self.out / "summary.json", summary, sort_keys=False)
         (self.out / SESSION_STATE).unlink(missing_ok=True)
         self._write_manifest(complete=True)
         return summary
@@ -185,7 +185,7 @@ class SegmentJob:
         self._write_manifest(complete=False)
 
     def _write_manifest(self, complete: bool) -> None:
-        _write_json(self.out / RUN_MANIFEST, {"options": asdict(self.options), "complete": complete})
+        write_json(self.out / RUN_MANIFEST, {"options": asdict(self.options), "complete": complete}, sort_keys=False)
 
     def _restore(self, session) -> Cursor | None:
         path = self.out / SESSION_STATE
@@ -319,11 +319,6 @@ def _window(value: str | None):
         lower, upper = (float(v) for v in value.split(","))
         return (lower, upper)
     return value
-
-
-def _write_json(path: Path, data: dict) -> None:
-    with atomic_output(path) as temporary:
-        temporary.write_text(json.dumps(data, indent=2, default=str))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -41,8 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sam2s.training.demo import write_json
-from sam2s.writers.base import write_atomically
+from sam2s.writers.base import write_atomically, write_json
 
 log = logging.getLogger("sam2s.ablation")
 

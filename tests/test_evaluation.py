@@ -19,7 +19,7 @@ from sam2s.data.synthetic import write_synthetic_dataset
 from sam2s.evaluation import frame_jf
 from sam2s.evaluation.aggregate import BenchmarkScore, SubsetScore, VideoScorer, score_video
 from sam2s.evaluation.clicks import box_from_mask, first_click, mask_centre, next_click, parse_protocol
-from sam2s.evaluation.metrics import boundary_map, boundary_tolerance
+from sam2s.evaluation.metrics import boundary_map, boundary_tolerance, dice
 from sam2s.evaluation.report import write_report
 from sam2s.evaluation.runner import add_arguments, discover_subsets, evaluate, run
 
@@ -489,3 +489,14 @@ def test_evaluate_with_the_real_video_predictor(tmp_path):
     assert 0.0 <= obj.jf <= 1.0
     (prompt,) = result.prompts["clip"]
     assert prompt.frame_index == 0 and 1 <= len(prompt.points) <= 3
+
+
+def test_dice_of_volumes_and_empty_masks():
+    a = np.zeros((2, 4, 4), bool)
+    b = np.zeros((2, 4, 4), bool)
+    assert dice(a, b) == 1.0  # both empty
+    a[0, :2] = True  # 8 voxels
+    b[0, 1:3] = True  # 8 voxels, 4 shared
+    assert dice(a, b) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="differ in size"):
+        dice(a, b[0])

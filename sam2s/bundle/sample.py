@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sam2s.writers.base import write_json
+
 __all__ = ["SampleFiles", "write_bundle_sample"]
 
 CLIP_NAME = "surgery_clip"
@@ -55,13 +57,6 @@ def _prompt_for(mask: np.ndarray, frame: int) -> dict:
 
     click = first_click(mask)
     return {"frame": frame, "box": list(box_from_mask(mask)), "points": [[click.x, click.y]], "labels": [1]}
-
-
-def _write_json(path: Path, data: object) -> None:
-    from sam2s.writers import atomic_output
-
-    with atomic_output(path) as temporary:
-        temporary.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _write_prompts(path: Path, objects: list[dict]) -> None:
@@ -100,7 +95,7 @@ def _write_clip(folder: Path) -> tuple[Path, Path, Path]:
     frames = [video.frame(index) for index in range(len(video))]
     davis_root = folder / CLIP_NAME
     write_davis_video(video, davis_root, CLIP_NAME, progress=False)
-    _write_json(davis_root / "categories.json", {CLIP_NAME: {str(k): v for k, v in video.categories.items()}})
+    write_json(davis_root / "categories.json", {CLIP_NAME: {str(k): v for k, v in video.categories.items()}}, sort_keys=False)
 
     objects = []
     for channel, obj_id in enumerate(video.obj_ids):

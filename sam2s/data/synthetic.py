@@ -53,7 +53,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from sam2s.data.vocabulary import INSTRUMENTS, TISSUES, category_kind
-from sam2s.writers.base import davis_palette, save_atomically
+from sam2s.writers.base import davis_palette, save_atomically, write_json
 
 __all__ = [
     "SceneObject",
@@ -1081,10 +1081,6 @@ def make_synthetic_volume(
 # ----------------------------------------------------------------------------------------------
 
 
-def _write_json(path: Path, data: object) -> None:
-    save_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
-
-
 def write_davis_video(video: SyntheticVideo, root: str | Path, name: str, progress: bool = True) -> None:
     """Write a video in the DAVIS layout: ``JPEGImages/<name>/%05d.jpg`` + ``Annotations/<name>/%05d.png``.
 
@@ -1208,7 +1204,7 @@ def write_synthetic_dataset(
         categories_path = root / "categories.json"
         if categories_path.exists():
             categories = {**json.loads(categories_path.read_text()), **categories}
-        _write_json(categories_path, categories)
+        write_json(categories_path, categories)
 
     volume_names = tuple(f"vol_{i:03d}" for i in range(volumes))
     volume_root = root / "volumes" if volumes else None
@@ -1219,7 +1215,7 @@ def write_synthetic_dataset(
         write_nifti_volume(volume, volume_root, name)  # type: ignore[arg-type]
         volume_categories[name] = {str(k): v for k, v in volume.categories.items()}
     if volume_root is not None:
-        _write_json(volume_root / "categories.json", volume_categories)
+        write_json(volume_root / "categories.json", volume_categories)
     return SyntheticDatasetSummary(root, names, volume_root, volume_names)
 
 

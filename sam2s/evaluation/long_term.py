@@ -28,6 +28,7 @@ from sam2s.data.datasets import VideoDataset
 from sam2s.data.synthetic import SyntheticVideo, SyntheticVideoConfig, write_davis_video
 from sam2s.data.vocabulary import category_kind
 from sam2s.evaluation.aggregate import ObjectScore
+from sam2s.writers.base import write_json
 
 __all__ = [
     "LongTermBenchmark",
@@ -51,8 +52,6 @@ class LongTermBenchmark:
 
 
 def _write_split(root: Path, num_videos: int, config: SyntheticVideoConfig, seed: int, progress: bool) -> None:
-    from sam2s.training.demo import write_json
-
     categories: dict[str, dict[str, str]] = {}
     swaps: dict[str, int | None] = {}
     for i in tqdm(range(num_videos), desc=f"long videos ({root.name})", disable=not progress):

@@ -23,7 +23,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["boundary_f_measure", "boundary_map", "boundary_tolerance", "frame_jf", "region_similarity"]
+__all__ = ["boundary_f_measure", "boundary_map", "boundary_tolerance", "dice", "frame_jf", "region_similarity"]
 
 BOUNDARY_FRACTION = 0.008
 
@@ -74,6 +74,16 @@ def region_similarity(pred: np.ndarray, gt: np.ndarray) -> float:
     if total == 0:
         return 1.0
     return intersection / (total - intersection)
+
+
+def dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Dice overlap of two bool masks of one shape (any number of dimensions, e.g. a (D, H, W)
+    volume); 1.0 when both are empty."""
+    pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
+    total = int(np.count_nonzero(pred)) + int(np.count_nonzero(gt))
+    return 2 * int(np.count_nonzero(pred & gt)) / total if total else 1.0
 
 
 def _matched_count(boundary: np.ndarray, other: np.ndarray, radius: float) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,6 +37,7 @@ from sam2s.data.synthetic import (
     davis_palette,
     write_synthetic_dataset,
 )
+from sam2s.evaluation.metrics import dice
 from sam2s.writers.base import write_atomically
 
 __all__ = [
@@ -225,9 +226,8 @@ def evaluate_volume(predictor, dataset_root: str | Path, case: int = 0) -> list[
         close = getattr(session, "close", None)
         if close is not None:
             close()
-        total = predicted.sum() + truth.sum()
-        dice = float(2 * (predicted & truth).sum() / total) if total else 1.0
-        scores.append(VolumeScore(record.name, label, record.categories.get(label), prompt_slice, dice))
+        overlap = dice(predicted, truth)
+        scores.append(VolumeScore(record.name, label, record.categories.get(label), prompt_slice, overlap))
     return scores
 
 
@@ -321,19 +321,3 @@ def package_demo_model(
     if config_yaml is not None:
         shutil.copyfile(config_yaml, out_path.parent / Path(config_yaml).name)
     return out_path
-
-
-def write_json(path: str | Path, data: object) -> Path:
-    """Write ``data`` as indented JSON, atomically (dataclasses become dicts)."""
-
-    def default(value):
-        if hasattr(value, "__dataclass_fields__"):
-            return asdict(value)
-        if isinstance(value, Path):
-            return str(value)
-        raise TypeError(f"cannot write {type(value).__name__} as JSON")
-
-    path = Path(path)
-    text = json.dumps(data, indent=2, sort_keys=True, default=default) + "\n"
-    write_atomically(path, lambda handle: handle.write(text.encode()))
-    return path

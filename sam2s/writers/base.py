@@ -12,10 +12,12 @@ Overlapping objects: where masks overlap, the object listed later in ``obj_ids``
 
 from __future__ import annotations
 
+import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,6 +33,7 @@ __all__ = [
     "label_map",
     "save_atomically",
     "write_atomically",
+    "write_json",
 ]
 
 
@@ -65,6 +68,20 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> P
     with atomic_output(path) as temporary, open(temporary, "wb") as handle:
         write(handle)
     return Path(path)
+
+
+def write_json(path: str | Path, data: object, sort_keys: bool = True) -> Path:
+    """Write ``data`` as indented JSON, atomically (dataclasses become dicts, paths strings)."""
+
+    def default(value):
+        if hasattr(value, "__dataclass_fields__"):
+            return asdict(value)
+        if isinstance(value, Path):
+            return str(value)
+        raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+    text = json.dumps(data, indent=2, sort_keys=sort_keys, default=default) + "\n"
+    return write_atomically(path, lambda handle: handle.write(text.encode()))
 
 
 def remove_stale_temporaries(folder: Path, name_pattern: str = "*") -> None:
