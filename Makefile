@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 LOCK := requirements/lock.txt
 
-.PHONY: venv test test-fast demo lint clean
+.PHONY: venv test demo lint clean
 
 venv: $(STAMP)
 

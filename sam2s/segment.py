@@ -332,7 +332,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--direction", default="both", choices=["forward", "backward", "both"])
     parser.add_argument("--start-frame", type=int, default=None, help="start propagation here instead of the prompted frame")
     parser.add_argument("--axis", default=None, help="volumes: axial, coronal, sagittal or 0/1/2")
-    parser.add_argument("--window", default=None, help="volumes: ct_soft_tissue, ct_lung, ct_bone, ct_abdomen, mr, or LOW,HIGH")
+    parser.add_argument("--window", default=None, help="volumes: ct_soft_tissue, ct_lung, ct_bone, ct_abdomen, mr, auto (the default: 0.5-99.5 percentiles) or LOW,HIGH")
     parser.add_argument("--no-overlay", dest="overlay", action="store_false", help="skip the overlay MP4")
     parser.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace what --out holds")

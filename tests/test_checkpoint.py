@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +121,25 @@ def test_missing_and_unexpected_keys_are_listed(mini_checkpoint, tmp_path):
 def test_unknown_config_name_lists_the_shipped_ones():
     with pytest.raises(FileNotFoundError, match="sam2.1_hiera_t"):
         sam2s.build_model("sam2.1_hiera_xxl")
+
+
+@pytest.mark.demo_model
+@pytest.mark.slow
+def test_an_installed_wheel_carries_the_demo_weights_and_finds_them(tmp_path):
+    """``pip install sam2s`` (what the Slicer extension does by default) must bring the demo model:
+    the wheel packages bundle/models/model.pt as sam2s/weights/sam2s_demo.pt."""
+    repo = Path(__file__).resolve().parent.parent
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", str(repo), "-w", str(tmp_path / "dist")],
+                   check=True, cwd=tmp_path)
+    (wheel,) = (tmp_path / "dist").glob("sam2s-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], check=True)
+
+    env = {key: value for key, value in os.environ.items() if key != "SAM2S_DEMO_CHECKPOINT"}
+    env["PYTHONPATH"] = str(site)  # ahead of the editable install of this checkout
+    script = "import sam2s.checkpoint as c; print(c.__file__); print(c.demo_checkpoint_path())"
+    found = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, check=True,
+                           capture_output=True, text=True).stdout.split()
+    assert [Path(path).is_relative_to(site) for path in found] == [True, True], found
+    assert Path(found[1]).read_bytes() == (repo / "bundle" / "models" / "model.pt").read_bytes()
