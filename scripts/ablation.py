@@ -224,15 +224,17 @@ def command_evaluate(args: argparse.Namespace) -> list[dict]:
 METRICS = (("jf", "J&F"), ("jf_after_return", "J&F after a return"), ("jf_tissue", "J&F tissue"))
 
 
-def _summary(values: list[float]) -> str:
-    values = [v for v in values if not math.isnan(v)]
+def _summary(per_seed: list[float]) -> str:
+    """``mean ± half-range (seed a / seed b ...)`` in %; NaN (no such object) is left out of both."""
+    values = [v for v in per_seed if not math.isnan(v)]
     if not values:
         return "n/a"
     mean = sum(values) / len(values)
     if len(values) == 1:
         return f"{100 * mean:.1f}"
     spread = (max(values) - min(values)) / 2
-    return f"{100 * mean:.1f} ± {100 * spread:.1f}"
+    each_seed = " / ".join("n/a" if math.isnan(v) else f"{100 * v:.1f}" for v in per_seed)
+    return f"{100 * mean:.1f} ± {100 * spread:.1f} ({each_seed})"
 
 
 def _groups(rows: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -248,10 +250,12 @@ def _groups(rows: list[dict]) -> list[tuple[str, list[dict]]]:
 
 
 def report_table(rows: list[dict]) -> str:
-    """Markdown table: per variant, mean ± half-range over seeds of each metric (in %)."""
+    """Markdown table: per variant, mean ± half-range over seeds of each metric (in %), then each
+    seed's value in the order of the seeds column."""
     header = "| model | seeds | " + " | ".join(title for _, title in METRICS) + " |"
     lines = [header, "|" + "---|" * (2 + len(METRICS))]
     for label, mine in _groups(rows):
+        mine = sorted(mine, key=lambda r: r["seed"])
         seeds = ", ".join(str(r["seed"]) for r in mine)
         cells = [_summary([r[key] for r in mine]) for key, _ in METRICS]
         lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + " |")
@@ -295,7 +299,8 @@ def command_report(args: argparse.Namespace) -> str:
     rows = json.loads(results.read_text())
     table = report_table(rows)
     text = (
-        f"Ablation on the synthetic long-term benchmark ({args.protocol}; mean ± half-range over seeds, %)\n\n"
+        f"Ablation on the synthetic long-term benchmark ({args.protocol}; mean ± half-range over seeds, "
+        "then each seed, %)\n\n"
         + table
     )
     write_atomically(args.out_dir / "ablation.md", lambda handle: handle.write(text.encode()))

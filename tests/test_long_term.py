@@ -163,4 +163,4 @@ def test_ablation_table_reports_mean_and_half_range():
         {"variant": "sam2", "seed": 1, "jf": 0.7, "jf_after_return": 0.4, "jf_tissue": 0.9},
     ]
     table = ablation.report_table(rows)
-    assert "| SAM 2 memory | 0, 1 | 60.0 ± 10.0 | 30.0 ± 10.0 | 90.0 |" in table
+    assert "| SAM 2 memory | 0, 1 | 60.0 ± 10.0 (50.0 / 70.0) | 30.0 ± 10.0 (20.0 / 40.0) | 90.0 |" in table
