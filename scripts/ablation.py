@@ -3,14 +3,18 @@
 Four models of one size (``sam2s_demo``) fine-tuned from the same weights, on the same long-term
 training videos, for the same number of steps:
 
-=============  ============  ===============  =====  =====
-variant        memory        hybrid sampling  TSL    ARL
-=============  ============  ===============  =====  =====
-sam2           SAM 2 window  off              off    off
-divemem        DiveMem       on               off    off
-divemem_tsl    DiveMem       on               on     off
-sam2s          DiveMem       on               on     on
-=============  ============  ===============  =====  =====
+==================  ============  ===============  =====  =====
+variant             memory        hybrid sampling  TSL    ARL
+==================  ============  ===============  =====  =====
+sam2                SAM 2 window  off              off    off
+divemem             DiveMem       on               off    off
+divemem_tsl         DiveMem       on               on     off
+sam2s               DiveMem       on               on     on
+divemem_contiguous  DiveMem       off              off    off
+==================  ============  ===============  =====  =====
+
+The last row is not in the paper's ablation and runs only when named in ``--variants``: it tells
+what DiveMem's memory does apart from the hybrid clips it is trained with.
 
 Each is scored on the fixed test split of the long-term benchmark
 (:mod:`sam2s.evaluation.long_term`): J&F overall, J&F on the frames after an object's return and
@@ -48,13 +52,14 @@ log = logging.getLogger("sam2s.ablation")
 
 @dataclass(frozen=True)
 class Variant:
-    """One row of the ablation: which SAM2S parts are on."""
+    """One row of the ablation: which SAM2S parts are on, and how its training clips are drawn."""
 
     name: str
     label: str
     divemem: bool
     tsl: bool
     arl: bool
+    hybrid_sampling: bool  # hybrid clips (recent frames + frames from far back) mixed 1:1 with contiguous ones
 
     def model_overrides(self) -> dict[str, bool]:
         return {"divemem.enabled": self.divemem, "semantic.enabled": self.tsl, "arl": self.arl}
@@ -63,12 +68,21 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
-        Variant("sam2", "SAM 2 memory", divemem=False, tsl=False, arl=False),
-        Variant("divemem", "+ DiveMem", divemem=True, tsl=False, arl=False),
-        Variant("divemem_tsl", "+ DiveMem + TSL", divemem=True, tsl=True, arl=False),
-        Variant("sam2s", "+ DiveMem + TSL + ARL (SAM2S)", divemem=True, tsl=True, arl=True),
+        Variant("sam2", "SAM 2 memory", divemem=False, tsl=False, arl=False, hybrid_sampling=False),
+        Variant("divemem", "+ DiveMem", divemem=True, tsl=False, arl=False, hybrid_sampling=True),
+        Variant("divemem_tsl", "+ DiveMem + TSL", divemem=True, tsl=True, arl=False, hybrid_sampling=True),
+        Variant("sam2s", "+ DiveMem + TSL + ARL (SAM2S)", divemem=True, tsl=True, arl=True, hybrid_sampling=True),
+        # A diagnostic row, not in the paper's ablation: DiveMem trained on contiguous clips only,
+        # to separate what the memory does from what hybrid sampling does.
+        Variant(
+            "divemem_contiguous", "+ DiveMem, contiguous clips", divemem=True, tsl=False, arl=False,
+            hybrid_sampling=False,
+        ),
     )
 }
+
+#: The paper's four rows, what ``--variants`` runs by default.
+PAPER_VARIANTS = ["sam2", "divemem", "divemem_tsl", "sam2s"]
 
 RESULTS_FILE = "results.json"
 
@@ -129,8 +143,7 @@ def train_config(args: argparse.Namespace, variant: Variant, seed: int, train_vi
             "sampling.num_frames": 8,
             "sampling.max_objects": 3,
             "sampling.image_fraction": 0.0,
-            # The SAM 2 row samples contiguous clips only; DiveMem rows mix in hybrid clips 1:1.
-            "sampling.hybrid": variant.divemem,
+            "sampling.hybrid": variant.hybrid_sampling,
             "prompts.correction_clicks": 2,
             "optim.lr": args.lr,
             "optim.image_encoder_lr": args.lr,
@@ -314,7 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("command", choices=["data", "train", "evaluate", "report", "all"])
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/sam2s_long_term"))
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp/sam2s_ablation"))
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), default=PAPER_VARIANTS,
+        help="rows to run (default: the paper's four; divemem_contiguous is a diagnostic row)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--model", default="sam2s_demo", help="model config of all four (default sam2s_demo)")
     parser.add_argument(

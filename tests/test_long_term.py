@@ -164,3 +164,29 @@ def test_ablation_table_reports_mean_and_half_range():
     ]
     table = ablation.report_table(rows)
     assert "| SAM 2 memory | 0, 1 | 60.0 ± 10.0 (50.0 / 70.0) | 30.0 ± 10.0 (20.0 / 40.0) | 90.0 |" in table
+
+
+def test_ablation_rows_differ_only_in_their_switched_parts(tmp_path):
+    """Same data, steps and seed for every row; memory, TSL, ARL and hybrid clips as the row says.
+    By default the paper's four rows run; the contiguous-clip DiveMem row only when asked for."""
+    ablation = _load_ablation_script()
+    args = ablation.build_parser().parse_args(["train", "--out-dir", str(tmp_path), "--steps", "10"])
+    assert args.variants == ["sam2", "divemem", "divemem_tsl", "sam2s"]
+
+    def config(name):
+        return ablation.train_config(args, ablation.VARIANTS[name], 0, tmp_path / "videos")
+
+    switched = {
+        name: (config(name).model_overrides["divemem.enabled"], config(name).model_overrides["semantic.enabled"],
+               config(name).model_overrides["arl"], config(name).sampling.hybrid)
+        for name in ablation.VARIANTS
+    }  # fmt: skip
+    assert switched == {
+        "sam2": (False, False, False, False),
+        "divemem": (True, False, False, True),
+        "divemem_tsl": (True, True, False, True),
+        "sam2s": (True, True, True, True),
+        "divemem_contiguous": (True, False, False, False),
+    }
+    common = {(c.steps, c.seed, tuple(c.data.videos), c.init_checkpoint) for c in map(config, ablation.VARIANTS)}
+    assert len(common) == 1
