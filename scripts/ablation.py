@@ -251,12 +251,14 @@ def _summary(per_seed: list[float]) -> str:
 
 
 def _groups(rows: list[dict]) -> list[tuple[str, list[dict]]]:
-    """Rows grouped by variant (table order) and DiveMem threshold, with a label for each group."""
+    """Rows grouped by variant (table order) and DiveMem threshold, with a label for each group;
+    each group's rows in seed order."""
     groups = []
     for name, variant in VARIANTS.items():
         thresholds = sorted({r.get("iou_threshold") for r in rows if r["variant"] == name}, key=lambda g: g or 1.0)
         for threshold in reversed(thresholds):  # the paper's γ first
             mine = [r for r in rows if r["variant"] == name and r.get("iou_threshold") == threshold]
+            mine.sort(key=lambda r: r["seed"])
             label = variant.label if threshold is None else f"{variant.label}, γ = {threshold:g}"
             groups.append((label, mine))
     return groups
@@ -268,7 +270,6 @@ def report_table(rows: list[dict]) -> str:
     header = "| model | seeds | " + " | ".join(title for _, title in METRICS) + " |"
     lines = [header, "|" + "---|" * (2 + len(METRICS))]
     for label, mine in _groups(rows):
-        mine = sorted(mine, key=lambda r: r["seed"])
         seeds = ", ".join(str(r["seed"]) for r in mine)
         cells = [_summary([r[key] for r in mine]) for key, _ in METRICS]
         lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + " |")

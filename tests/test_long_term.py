@@ -173,13 +173,12 @@ def test_ablation_rows_differ_only_in_their_switched_parts(tmp_path):
     args = ablation.build_parser().parse_args(["train", "--out-dir", str(tmp_path), "--steps", "10"])
     assert args.variants == ["sam2", "divemem", "divemem_tsl", "sam2s"]
 
-    def config(name):
-        return ablation.train_config(args, ablation.VARIANTS[name], 0, tmp_path / "videos")
-
+    configs = {name: ablation.train_config(args, variant, 0, tmp_path / "videos")
+               for name, variant in ablation.VARIANTS.items()}  # fmt: skip
     switched = {
-        name: (config(name).model_overrides["divemem.enabled"], config(name).model_overrides["semantic.enabled"],
-               config(name).model_overrides["arl"], config(name).sampling.hybrid)
-        for name in ablation.VARIANTS
+        name: (c.model_overrides["divemem.enabled"], c.model_overrides["semantic.enabled"], c.model_overrides["arl"],
+               c.sampling.hybrid)
+        for name, c in configs.items()
     }  # fmt: skip
     assert switched == {
         "sam2": (False, False, False, False),
@@ -188,5 +187,5 @@ def test_ablation_rows_differ_only_in_their_switched_parts(tmp_path):
         "sam2s": (True, True, True, True),
         "divemem_contiguous": (True, False, False, False),
     }
-    common = {(c.steps, c.seed, tuple(c.data.videos), c.init_checkpoint) for c in map(config, ablation.VARIANTS)}
+    common = {(c.steps, c.seed, tuple(c.data.videos), c.init_checkpoint) for c in configs.values()}
     assert len(common) == 1

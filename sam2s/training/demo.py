@@ -247,8 +247,8 @@ def small_check(model, root: str | Path, seed: int = 777) -> dict[str, float]:
         )
     jf = evaluate_videos(lambda: sam2s.VideoPredictor(model), root, ["1click"])["1click"]
     baseline = evaluate_videos(FirstMaskBaseline, root, ["mask"])["mask"]
-    dice = [score.dice for score in evaluate_volume(sam2s.VideoPredictor(model), root / "volumes", case=0)]
-    return {"jf_1click": jf, "baseline_first_mask_jf": baseline, "ct_mean_dice": float(np.mean(dice))}
+    organ_dice = [score.dice for score in evaluate_volume(sam2s.VideoPredictor(model), root / "volumes", case=0)]
+    return {"jf_1click": jf, "baseline_first_mask_jf": baseline, "ct_mean_dice": float(np.mean(organ_dice))}
 
 
 @dataclass(frozen=True)
